@@ -1,0 +1,195 @@
+package caddyconflict
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("conflict", parseCaddyfile)
+	// After encode: behind auth and request_body, before handle, route and
+	// reverse_proxy, and inside encode so the upstream's raw ETags are seen.
+	httpcaddyfile.RegisterDirectiveOrder("conflict", httpcaddyfile.After, "encode")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	c := new(Handler)
+	err := c.UnmarshalCaddyfile(h.Dispenser)
+	return c, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	conflict [<matcher>] {
+//	    methods      <method...>                 # default PUT PATCH DELETE
+//	    key          <template>                  # default {http.request.host}{http.request.uri.path}
+//	    version      etag | last_modified | header <Field> | json <pointer> | hash
+//	    require      precondition
+//	    stale_status 409 | 412
+//	    lock_timeout <duration>                  # default 10s
+//	    ttl          <duration>                  # default 10m
+//	    cache_size   <size>                      # default 64MiB
+//	    normalize    <status...> | off           # default 409
+//	    problem_base <uri>
+//	    max_body     <size>                      # default 1MiB
+//	    mode         enforce | report
+//	    preflight
+//	    verify
+//	    store        memory
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		name := d.Val()
+		args := d.RemainingArgs()
+		need := func(n int) error {
+			if len(args) != n {
+				return d.Errf("%s: expected %d argument(s), got %d", name, n, len(args))
+			}
+			return nil
+		}
+		switch name {
+		case "methods":
+			if len(args) == 0 {
+				return d.Errf("methods: at least one method is required")
+			}
+			h.Methods = nil
+			for _, m := range args {
+				h.Methods = append(h.Methods, strings.ToUpper(m))
+			}
+		case "key":
+			if err := need(1); err != nil {
+				return err
+			}
+			h.Key = args[0]
+		case "version":
+			if len(args) == 0 {
+				return d.Errf("version: expected etag, last_modified, header <Field>, json <pointer> or hash")
+			}
+			v := &VersionSource{Source: args[0]}
+			switch args[0] {
+			case "etag", "last_modified", "hash":
+				if len(args) != 1 {
+					return d.Errf("version: %s takes no argument", args[0])
+				}
+			case "header":
+				if len(args) != 2 {
+					return d.Errf("version: header needs exactly one header field name")
+				}
+				v.Field = args[1]
+			case "json":
+				if len(args) != 2 {
+					return d.Errf("version: json needs exactly one JSON pointer, such as /version")
+				}
+				v.Pointer = args[1]
+			default:
+				return d.Errf("version: unknown source %q (etag, last_modified, header, json or hash)", args[0])
+			}
+			h.Version = v
+		case "require":
+			if err := need(1); err != nil {
+				return err
+			}
+			if args[0] != "precondition" {
+				return d.Errf("require: unknown value %q (precondition)", args[0])
+			}
+			h.Require = args[0]
+		case "stale_status":
+			if err := need(1); err != nil {
+				return err
+			}
+			s, err := strconv.Atoi(args[0])
+			if err != nil || (s != http.StatusConflict && s != http.StatusPreconditionFailed) {
+				return d.Errf("stale_status: must be 409 or 412, got %q", args[0])
+			}
+			h.StaleStatus = s
+		case "lock_timeout", "ttl":
+			if err := need(1); err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur < 0 {
+				return d.Errf("%s: invalid duration %q", name, args[0])
+			}
+			if name == "ttl" {
+				h.TTL = caddy.Duration(dur)
+			} else {
+				h.LockTimeout = caddy.Duration(dur)
+			}
+		case "cache_size", "max_body":
+			if err := need(1); err != nil {
+				return err
+			}
+			n, err := humanize.ParseBytes(args[0])
+			if err != nil || n == 0 || n > 1<<50 {
+				return d.Errf("%s: invalid size %q (for example 64MiB)", name, args[0])
+			}
+			if name == "cache_size" {
+				h.CacheSize = int64(n)
+			} else {
+				h.MaxBody = int64(n)
+			}
+		case "normalize":
+			if len(args) == 0 {
+				return d.Errf("normalize: expected statuses such as 409 412, or off")
+			}
+			h.Normalize = nil
+			if len(args) == 1 && args[0] == "off" {
+				h.Normalize = []int{0}
+				continue
+			}
+			for _, a := range args {
+				s, err := strconv.Atoi(a)
+				if err != nil || s < 400 || s > 599 {
+					return d.Errf("normalize: %q is not a 4xx or 5xx status", a)
+				}
+				h.Normalize = append(h.Normalize, s)
+			}
+		case "problem_base":
+			if err := need(1); err != nil {
+				return err
+			}
+			h.ProblemBase = args[0]
+		case "mode":
+			if err := need(1); err != nil {
+				return err
+			}
+			if args[0] != "enforce" && args[0] != "report" {
+				return d.Errf("mode: must be enforce or report, got %q", args[0])
+			}
+			h.Mode = args[0]
+		case "preflight", "verify":
+			if err := need(0); err != nil {
+				return err
+			}
+			if name == "preflight" {
+				h.Preflight = true
+			} else {
+				h.Verify = true
+			}
+		case "store":
+			if err := need(1); err != nil {
+				return err
+			}
+			if args[0] != "memory" {
+				return d.Errf("store: unknown store %q (memory)", args[0])
+			}
+		default:
+			return d.Errf("unrecognized conflict sub-directive %q", name)
+		}
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,122 @@
+package conflict
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// ClaimKind says what a write claims about the state it was based on.
+type ClaimKind uint8
+
+const (
+	// ClaimNone: the write carries no precondition the proxy can judge.
+	ClaimNone ClaimKind = iota
+	// ClaimAny: If-Match: * (the resource must exist).
+	ClaimAny
+	// ClaimAbsent: If-None-Match: * (create only).
+	ClaimAbsent
+	// ClaimVersions: the write was based on one of Versions.
+	ClaimVersions
+	// ClaimDate: If-Unmodified-Since, compared with Last-Modified versions.
+	ClaimDate
+)
+
+// Claim is the version a client says its write is based on.
+type Claim struct {
+	Kind     ClaimKind
+	Versions []string // as the client sent them (ClaimVersions)
+	Date     time.Time
+	// Source names the header or body field the claim came from.
+	Source string
+}
+
+// Scheme says where versions come from (the `version` sub-directive).
+type Scheme uint8
+
+const (
+	SchemeETag Scheme = iota
+	SchemeLastModified
+	SchemeHeader
+	SchemeJSON
+	SchemeHash
+)
+
+// ErrInvalidPrecondition is wrapped by ParseClaim's errors.
+var ErrInvalidPrecondition = errors.New("invalid precondition")
+
+// PreconditionError says which header could not be parsed.
+type PreconditionError struct {
+	Header string
+	Value  string
+}
+
+func (e *PreconditionError) Error() string {
+	return "invalid " + e.Header + " header: " + truncate(e.Value, 80)
+}
+
+func (e *PreconditionError) Unwrap() error { return ErrInvalidPrecondition }
+
+// ParseClaim reads a write's claim from its headers, in the order of the
+// SPEC: If-Match, If-Unmodified-Since (with SchemeLastModified),
+// If-None-Match: *, then the version header (SchemeHeader, field).
+// A claim carried in a JSON body is read by the caller.
+func ParseClaim(h http.Header, scheme Scheme, field string) (Claim, error) {
+	if vals := h.Values("If-Match"); len(vals) > 0 {
+		tags, any, ok := ParseTags(vals)
+		if !ok {
+			return Claim{}, &PreconditionError{Header: "If-Match", Value: strings.Join(vals, ", ")}
+		}
+		if any {
+			return Claim{Kind: ClaimAny, Source: "If-Match"}, nil
+		}
+		if len(tags) > 0 {
+			return Claim{Kind: ClaimVersions, Versions: tags, Source: "If-Match"}, nil
+		}
+	}
+	// RFC 9110 section 13.2.2: If-Unmodified-Since is ignored when If-Match
+	// is present; it is only meaningful with Last-Modified versions.
+	if scheme == SchemeLastModified {
+		if v := h.Get("If-Unmodified-Since"); v != "" {
+			t, err := http.ParseTime(v)
+			if err != nil {
+				return Claim{}, &PreconditionError{Header: "If-Unmodified-Since", Value: v}
+			}
+			return Claim{Kind: ClaimDate, Date: t, Source: "If-Unmodified-Since"}, nil
+		}
+	}
+	if vals := h.Values("If-None-Match"); len(vals) > 0 {
+		tags, any, ok := ParseTags(vals)
+		if !ok {
+			return Claim{}, &PreconditionError{Header: "If-None-Match", Value: strings.Join(vals, ", ")}
+		}
+		if any {
+			return Claim{Kind: ClaimAbsent, Source: "If-None-Match"}, nil
+		}
+		// If-None-Match with tags on a write is legal but says nothing about
+		// the state the write was based on; the upstream judges it.
+		_ = tags
+	}
+	if scheme == SchemeHeader && field != "" {
+		if vals := h.Values(field); len(vals) > 0 {
+			tags, _, ok := ParseTags(vals)
+			if !ok || len(tags) == 0 {
+				return Claim{}, &PreconditionError{Header: field, Value: strings.Join(vals, ", ")}
+			}
+			return Claim{Kind: ClaimVersions, Versions: tags, Source: field}, nil
+		}
+	}
+	return Claim{Kind: ClaimNone}, nil
+}
+
+// truncate bounds s to n bytes for messages, at a UTF-8 boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,131 @@
+package conflict
+
+import (
+	"net/http"
+	"slices"
+)
+
+// MaxSuperseded bounds the list of superseded versions kept per key.
+const MaxSuperseded = 8
+
+// State is what the proxy knows about one resource. A State value is never
+// changed in place once stored: every transition returns a new one.
+type State struct {
+	// Version is the current version as the upstream sent it ("" = unknown).
+	Version string `json:"version,omitempty"`
+	// Superseded holds canonical forms (see Canonical) of versions known not
+	// to be current any more, newest first, at most MaxSuperseded.
+	Superseded []string `json:"superseded,omitempty"`
+	// Deleted is the tombstone: the resource is known not to exist.
+	Deleted bool `json:"deleted,omitempty"`
+	// Uncertain means a write's outcome was never seen: the next write must
+	// re-read the version from the upstream before it is decided.
+	Uncertain bool `json:"uncertain,omitempty"`
+}
+
+// Known reports whether the current version is known.
+func (s State) Known() bool { return s.Version != "" }
+
+// IsSuperseded reports whether v is one of the superseded versions.
+func (s State) IsSuperseded(v string) bool {
+	return slices.Contains(s.Superseded, Canonical(v))
+}
+
+// Observed is the state after a read (GET/HEAD 2xx or 304) reported version
+// v; v == "" means the response carried no version. The version leaves the
+// superseded list, so that a resource that returns to an old state (ABA) is
+// not held stale forever.
+func (s State) Observed(v string) State {
+	return State{Version: v, Superseded: without(s.Superseded, v)}
+}
+
+// Missing is the state after a read answered 404 or 410: a tombstone. A
+// version known before becomes superseded.
+func (s State) Missing() State {
+	return State{Deleted: true, Superseded: supersede(s.Superseded, s.Version)}
+}
+
+// Changed is the state after something other than a guarded write changed
+// the resource (MKCOL, the destination of COPY/MOVE, ...): it may exist now,
+// in an unknown version.
+func (s State) Changed() State {
+	return State{Superseded: supersede(s.Superseded, s.Version)}
+}
+
+// WriteResult describes the upstream's answer to a forwarded write.
+type WriteResult struct {
+	Method  string
+	Status  int    // 0 when no response was seen (aborted, timed out, panic)
+	Version string // the response's version, "" if none
+}
+
+// AfterWrite is the state once a write based on the versions in based has
+// been answered (SPEC "Learning versions"). based holds the current version
+// when the write was decided, if it was known, else the versions the client
+// claimed.
+func (s State) AfterWrite(based []string, r WriteResult) State {
+	switch {
+	case r.Status == 0 || r.Status == 499 || r.Status >= 500:
+		// The write may or may not have happened.
+		n := s.clone()
+		n.Uncertain = true
+		return n
+	case r.Status == http.StatusConflict || r.Status == http.StatusPreconditionFailed:
+		// The upstream's own check failed: what we held is not current.
+		sup := supersedeAll(s.Superseded, s.Version)
+		return State{Version: r.Version, Superseded: without(sup, r.Version)}
+	case r.Status >= 400:
+		return s
+	}
+	sup := supersedeAll(s.Superseded, based...)
+	sup = supersedeAll(sup, s.Version)
+	if r.Method == http.MethodDelete {
+		return State{Deleted: true, Superseded: sup}
+	}
+	return State{Version: r.Version, Superseded: without(sup, r.Version)}
+}
+
+func (s State) clone() State {
+	n := s
+	n.Superseded = slices.Clone(s.Superseded)
+	return n
+}
+
+// supersede puts v (if any) at the front of list, dropping duplicates and
+// keeping at most MaxSuperseded entries. list is not modified.
+func supersede(list []string, v string) []string {
+	if v == "" {
+		return list
+	}
+	c := Canonical(v)
+	n := make([]string, 0, min(len(list)+1, MaxSuperseded))
+	n = append(n, c)
+	for _, x := range list {
+		if x != c && len(n) < MaxSuperseded {
+			n = append(n, x)
+		}
+	}
+	return n
+}
+
+func supersedeAll(list []string, vs ...string) []string {
+	for _, v := range vs {
+		list = supersede(list, v)
+	}
+	return list
+}
+
+// without returns list minus v; list itself is not modified.
+func without(list []string, v string) []string {
+	if v == "" || len(list) == 0 {
+		return list
+	}
+	c := Canonical(v)
+	i := slices.Index(list, c)
+	if i < 0 {
+		return list
+	}
+	n := make([]string, 0, len(list)-1)
+	n = append(n, list[:i]...)
+	return append(n, list[i+1:]...)
+}

@@ -1,0 +1,69 @@
+package conflict
+
+import (
+	"net/http"
+	"reflect"
+	"testing"
+)
+
+func TestStateTransitions(t *testing.T) {
+	v1 := State{Version: `"v1"`}
+	tests := []struct {
+		name string
+		got  State
+		want State
+	}{
+		{"read learns", State{}.Observed(`"v1"`), State{Version: `"v1"`}},
+		{"read of a superseded version (ABA) clears it", State{Superseded: []string{"v1", "v0"}}.Observed(`W/"v1-gzip"`),
+			State{Version: `W/"v1-gzip"`, Superseded: []string{"v0"}}},
+		{"read clears tombstone and uncertainty", State{Deleted: true, Uncertain: true}.Observed(`"v3"`), State{Version: `"v3"`}},
+		{"404 makes a tombstone", v1.Missing(), State{Deleted: true, Superseded: []string{"v1"}}},
+		{"write with version", v1.AfterWrite([]string{`"v1"`}, WriteResult{Method: "PUT", Status: 200, Version: `"v2"`}),
+			State{Version: `"v2"`, Superseded: []string{"v1"}}},
+		{"write without version", v1.AfterWrite([]string{`"v1"`}, WriteResult{Method: "PUT", Status: 204}),
+			State{Superseded: []string{"v1"}}},
+		{"write based on claimed versions", State{}.AfterWrite([]string{`"a"`, `"b"`}, WriteResult{Method: "PATCH", Status: 200}),
+			State{Superseded: []string{"b", "a"}}},
+		{"delete", v1.AfterWrite([]string{`"v1"`}, WriteResult{Method: "DELETE", Status: 204}),
+			State{Deleted: true, Superseded: []string{"v1"}}},
+		{"upstream 409 with version", v1.AfterWrite(nil, WriteResult{Method: "PUT", Status: 409, Version: `"v9"`}),
+			State{Version: `"v9"`, Superseded: []string{"v1"}}},
+		{"upstream 412 without version", v1.AfterWrite(nil, WriteResult{Method: "PUT", Status: 412}),
+			State{Superseded: []string{"v1"}}},
+		{"5xx is uncertain", v1.AfterWrite([]string{`"v1"`}, WriteResult{Method: "PUT", Status: 502}),
+			State{Version: `"v1"`, Uncertain: true}},
+		{"no response is uncertain", v1.AfterWrite([]string{`"v1"`}, WriteResult{Method: "PUT"}),
+			State{Version: `"v1"`, Uncertain: true}},
+		{"client gone is uncertain", v1.AfterWrite(nil, WriteResult{Method: "PUT", Status: 499}),
+			State{Version: `"v1"`, Uncertain: true}},
+		{"other 4xx changes nothing", v1.AfterWrite(nil, WriteResult{Method: "PUT", Status: http.StatusBadRequest}), v1},
+		{"changed by another method", v1.Changed(), State{Superseded: []string{"v1"}}},
+	}
+	for _, tt := range tests {
+		if !reflect.DeepEqual(tt.got, tt.want) {
+			t.Errorf("%s: got %+v, want %+v", tt.name, tt.got, tt.want)
+		}
+	}
+}
+
+func TestSupersededIsBounded(t *testing.T) {
+	s := State{}
+	for i := range 3 * MaxSuperseded {
+		s = s.AfterWrite([]string{string(rune('a' + i))}, WriteResult{Method: "PUT", Status: 204})
+	}
+	if len(s.Superseded) != MaxSuperseded {
+		t.Fatalf("len = %d, want %d", len(s.Superseded), MaxSuperseded)
+	}
+	if s.Superseded[0] != string(rune('a'+3*MaxSuperseded-1)) {
+		t.Errorf("newest first: got %q", s.Superseded[0])
+	}
+}
+
+func TestTransitionsDoNotShareMemory(t *testing.T) {
+	a := State{Superseded: []string{"x", "y"}}
+	_ = a.Observed(`"x"`)
+	_ = a.AfterWrite([]string{`"z"`}, WriteResult{Method: "PUT", Status: 204})
+	if !reflect.DeepEqual(a.Superseded, []string{"x", "y"}) {
+		t.Fatalf("a stored state was modified: %q", a.Superseded)
+	}
+}

@@ -1,0 +1,119 @@
+package conflict
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestCanonical(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`"abc"`, "abc"},
+		{`W/"abc"`, "abc"},
+		{`"abc-gzip"`, "abc"}, // Caddy encode / Apache mod_deflate suffix
+		{`"abc-zstd"`, "abc"},
+		{`"abc-br"`, "abc"},
+		{`W/"abc-gzip"`, "abc"},
+		{`abc`, "abc"}, // legacy unquoted token
+		{` "abc" `, "abc"},
+		{`"-gzip"`, "-gzip"},     // nothing left to strip to
+		{`"5e1f-3a"`, "5e1f-3a"}, // nginx mtime-size
+		{`""`, ""},
+	}
+	for _, tt := range tests {
+		if got := Canonical(tt.in); got != tt.want {
+			t.Errorf("Canonical(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestQuote(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`"abc"`, `"abc"`},
+		{`W/"abc"`, `W/"abc"`},
+		{`"abc-gzip"`, `"abc"`},
+		{`7`, `"7"`},
+		{`Tue, 15 Nov 1994 12:45:26 GMT`, `"Tue, 15 Nov 1994 12:45:26 GMT"`},
+	}
+	for _, tt := range tests {
+		if got := Quote(tt.in); got != tt.want {
+			t.Errorf("Quote(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestSameVersion(t *testing.T) {
+	if !SameVersion(`"v1-gzip"`, `"v1"`) || !SameVersion(`W/"v1"`, `v1`) {
+		t.Error("suffix, W/ and quotes must not matter")
+	}
+	if SameVersion(`"v1"`, `"v2"`) {
+		t.Error("different tags compared equal")
+	}
+}
+
+func TestParseTags(t *testing.T) {
+	tests := []struct {
+		name  string
+		in    []string
+		tags  []string
+		any   bool
+		valid bool
+	}{
+		{"one", []string{`"a"`}, []string{`"a"`}, false, true},
+		{"list", []string{`"a", W/"b" ,"c"`}, []string{`"a"`, `W/"b"`, `"c"`}, false, true},
+		{"several lines", []string{`"a"`, `"b"`}, []string{`"a"`, `"b"`}, false, true},
+		{"star", []string{`*`}, nil, true, true},
+		{"legacy unquoted", []string{`abc, def`}, []string{`abc`, `def`}, false, true},
+		{"comma inside quotes", []string{`"a,b"`}, []string{`"a,b"`}, false, true},
+		{"empty elements", []string{` , "a",, `}, []string{`"a"`}, false, true},
+		{"empty header", []string{``}, nil, false, true},
+		{"unterminated", []string{`"abc`}, nil, false, false},
+		{"W/ without quote", []string{`W/abc`}, nil, false, false},
+		{"star and list", []string{`*, "a"`}, nil, false, false},
+		{"garbage after tag", []string{`"a"x`}, nil, false, false},
+		{"control char in tag", []string{"\"a\x01\""}, nil, false, false},
+		{"space inside quotes", []string{`"a b"`}, nil, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tags, any, ok := ParseTags(tt.in)
+			if ok != tt.valid || any != tt.any || !slices.Equal(tags, tt.tags) {
+				t.Errorf("ParseTags(%q) = %q, %v, %v; want %q, %v, %v", tt.in, tags, any, ok, tt.tags, tt.any, tt.valid)
+			}
+		})
+	}
+}
+
+func FuzzParseTags(f *testing.F) {
+	for _, s := range []string{`"a"`, `W/"a", "b"`, `*`, `abc`, `"a`, `W/`, `, ,`, "\"\xff\"", `"a"-gzip`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tags, any, ok := ParseTags([]string{s})
+		if !ok {
+			return
+		}
+		if any && len(tags) > 0 {
+			t.Fatalf("both * and tags from %q", s)
+		}
+		for _, tag := range tags {
+			if tag == "" {
+				t.Fatalf("empty tag from %q", s)
+			}
+			// A parsed tag parses again to itself.
+			again, _, ok2 := ParseTags([]string{tag})
+			if !ok2 || len(again) != 1 || again[0] != tag {
+				t.Fatalf("tag %q from %q does not parse back: %q %v", tag, s, again, ok2)
+			}
+			_ = Canonical(tag)
+		}
+	})
+}
+
+func BenchmarkParseTags(b *testing.B) {
+	in := []string{`"5e1f-3a-gzip"`}
+	b.ReportAllocs()
+	for b.Loop() {
+		tags, _, _ := ParseTags(in)
+		_ = Canonical(tags[0])
+	}
+}

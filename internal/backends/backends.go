@@ -1,0 +1,299 @@
+// Package backends starts real third-party servers for one test: nginx with WebDAV and json-server
+// (legacy upstreams that ignore preconditions) and Redis (the shared version store). Each runs as a
+// child process on a free loopback port and is stopped by t.Cleanup.
+//
+// A missing program skips the test with the command that installs it, unless the environment has
+// CONFLICT_REQUIRE_BACKENDS=1 (CI sets it): then the test fails, so that a real-backend test can
+// never pass by being skipped.
+package backends
+
+import (
+	"bufio"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-conflict/caddy-conflict/internal/legacyapi"
+)
+
+// RequireEnv names the variable that turns a missing backend from a skip into a failure.
+const RequireEnv = "CONFLICT_REQUIRE_BACKENDS"
+
+// JSONServerDirEnv names the variable holding json-server's npm prefix (default <repo>/.ci/node).
+const JSONServerDirEnv = "CONFLICT_JSON_SERVER_DIR"
+
+const startTimeout = 15 * time.Second
+
+// Copy of shared/backends/nginx.conf, the configuration the documented nginx facts come from.
+//
+//go:embed nginx.conf.tmpl
+var nginxTemplate string
+
+// StartNginxDAV starts nginx 1.22 with WebDAV (PUT, DELETE, MKCOL, COPY, MOVE; gzip on) and returns its
+// base URL ("http://127.0.0.1:PORT") and root, the directory it serves, so a test can also change
+// files behind the proxy's back.
+func StartNginxDAV(t testing.TB) (baseURL, root string) {
+	t.Helper()
+	bin := lookPath("nginx")
+	if bin == "" {
+		missing(t, "nginx not installed: run .ci/run or apt-get install nginx")
+		return "", ""
+	}
+	dir := t.TempDir()
+	for _, sub := range []string{"dav", "logs", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatalf("backends: nginx: %v", err)
+		}
+	}
+	port := freePort(t)
+	// One process without a master: it writes the test's files as the test's user, and the parent-death
+	// signal takes all of nginx down with a test binary that dies without cleaning up.
+	user := "master_process off;"
+	if os.Geteuid() == 0 {
+		user = "user root;\n" + user
+	}
+	conf, err := render(nginxTemplate, map[string]string{
+		"$BACKENDS/nginx": dir,
+		"127.0.0.1:18081": "127.0.0.1:" + strconv.Itoa(port),
+		"user www-data;":  user,
+	})
+	if err != nil {
+		t.Fatalf("backends: nginx: %v", err)
+	}
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatalf("backends: nginx: %v", err)
+	}
+	errorLog := filepath.Join(dir, "logs", "error.log")
+	p := start(t, "nginx", dir, bin, "-c", confPath, "-e", errorLog, "-g", "daemon off;")
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if err := p.waitReady(func() error { return dialOnly(addr) }); err != nil {
+		log, _ := os.ReadFile(errorLog)
+		t.Fatalf("backends: nginx did not start: %v\n%s%s", err, p.output(), log)
+	}
+	return "http://" + addr, filepath.Join(dir, "dav")
+}
+
+// StartJSONServer starts json-server 0.17.4 on a copy of seedJSON (the demo data set when nil) and
+// returns its base URL. json-server is found under $CONFLICT_JSON_SERVER_DIR or <repo>/.ci/node.
+func StartJSONServer(t testing.TB, seedJSON []byte) (baseURL string) {
+	t.Helper()
+	const install = "run .ci/run or npm install --prefix .ci/node json-server@0.17.4"
+	node := lookPath("node")
+	if node == "" {
+		missing(t, "node not installed: install Node.js, then %s", install)
+		return ""
+	}
+	prefix := os.Getenv(JSONServerDirEnv)
+	if prefix == "" {
+		root, err := repoRoot()
+		if err != nil {
+			t.Fatalf("backends: json-server: %v", err)
+		}
+		prefix = filepath.Join(root, ".ci", "node")
+	}
+	cli := filepath.Join(prefix, "node_modules", "json-server", "lib", "cli", "bin.js")
+	if _, err := os.Stat(cli); err != nil {
+		missing(t, "json-server not installed in %s: %s", prefix, install)
+		return ""
+	}
+	if seedJSON == nil {
+		seedJSON = legacyapi.SeedJSON()
+	}
+	dir := t.TempDir()
+	// json-server rewrites its database on every write: give it a copy.
+	if err := os.WriteFile(filepath.Join(dir, "db.json"), seedJSON, 0o644); err != nil {
+		t.Fatalf("backends: json-server: %v", err)
+	}
+	port := strconv.Itoa(freePort(t))
+	p := start(t, "json-server", dir, node, cli, "--host", "127.0.0.1", "--port", port, "db.json")
+	baseURL = "http://127.0.0.1:" + port
+	if err := p.waitReady(func() error { return httpOK(baseURL + "/db") }); err != nil {
+		t.Fatalf("backends: json-server did not start: %v\n%s", err, p.output())
+	}
+	return baseURL
+}
+
+// Redis is a redis-server child process that a test can stop (as if it crashed) and start again on
+// the same address.
+type Redis struct {
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+
+	mu   sync.Mutex
+	proc *process
+}
+
+// StartRedis starts redis-server without persistence on a free loopback port.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	bin := lookPath("redis-server")
+	if bin == "" {
+		missing(t, "redis-server not installed: run .ci/run or apt-get install redis-server")
+		return nil
+	}
+	r := &Redis{t: t, bin: bin, dir: t.TempDir(), port: freePort(t)}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Addr is host:port, for a Redis client or the proxy's `store redis { address ... }`.
+func (r *Redis) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
+
+// Start starts Redis again after Stop, on the same port and empty. Call it from the test goroutine.
+func (r *Redis) Start() {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc != nil {
+		return
+	}
+	p := launch(r.t, "redis-server", r.dir, r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir, "--daemonize", "no")
+	if err := p.waitReady(func() error { return ping(r.Addr()) }); err != nil {
+		p.kill()
+		r.t.Fatalf("backends: redis-server did not start: %v\n%s", err, p.output())
+	}
+	r.proc = p
+}
+
+// Stop kills Redis at once (SIGKILL, like a crash or a lost node) and waits until it is gone.
+// It may be called from any goroutine, and more than once.
+func (r *Redis) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc != nil {
+		r.proc.kill()
+		r.proc = nil
+	}
+}
+
+// missing skips the test, or fails it when CI demands real backends.
+func missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv(RequireEnv) == "1" {
+		t.Fatalf(format+" (%s=1: real backends are required)", append(args, RequireEnv)...)
+	}
+	t.Skipf(format, args...)
+}
+
+// lookPath finds a program, also in the sbin folders that a non-root PATH may lack.
+func lookPath(name string) string {
+	if path, err := exec.LookPath(name); err == nil {
+		return path
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
+		path := filepath.Join(dir, name)
+		if info, err := os.Stat(path); err == nil && info.Mode()&0o111 != 0 {
+			return path
+		}
+	}
+	return ""
+}
+
+// Fixed ports that other parts of the project use: caddytest's (admin 2999, http 9080, https 9443) and
+// the demo's (8080, 8081, admin 2019).
+var reservedPorts = map[int]bool{2019: true, 2999: true, 8080: true, 8081: true, 9080: true, 9443: true}
+
+// freePort asks the kernel for a free loopback port; the backend binds it right after.
+func freePort(t testing.TB) int {
+	t.Helper()
+	for range 10 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("backends: free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !reservedPorts[port] {
+			return port
+		}
+	}
+	t.Fatalf("backends: no free port outside the reserved ones")
+	return 0
+}
+
+// render replaces each key of the template; a key that is not there means the template drifted.
+func render(template string, replacements map[string]string) (string, error) {
+	var pairs []string
+	for old, replacement := range replacements {
+		if !strings.Contains(template, old) {
+			return "", fmt.Errorf("template has no %q", old)
+		}
+		pairs = append(pairs, old, replacement)
+	}
+	return strings.NewReplacer(pairs...).Replace(template), nil
+}
+
+// repoRoot walks up from the working directory (a test's package folder) to go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func dialOnly(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+func httpOK(url string) error {
+	client := http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// ping speaks just enough RESP to ask a Redis server whether it serves.
+func ping(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "+PONG\r\n" {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}
