@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -178,12 +179,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Verify = true
 			}
 		case "store":
-			if err := need(1); err != nil {
-				return err
+			if len(args) != 1 {
+				return d.Errf("store: expected memory or redis")
 			}
-			if args[0] != "memory" {
-				return d.Errf("store: unknown store %q (memory)", args[0])
+			mod, err := caddyfile.UnmarshalModule(d, "http.handlers.conflict.stores."+args[0])
+			if err != nil {
+				return d.Errf("store: %v", err)
 			}
+			h.StoreRaw = caddyconfig.JSONModuleObject(mod, "type", args[0], nil)
 		default:
 			return d.Errf("unrecognized conflict sub-directive %q", name)
 		}

@@ -8,6 +8,7 @@ package caddyconflict
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -80,17 +81,20 @@ type Handler struct {
 	// Verify confirms with a fresh upstream read that the version moved
 	// before a stale-version rejection is sent.
 	Verify bool `json:"verify,omitempty"`
+	// StoreRaw selects the version table: memory (default) or redis.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.conflict.stores inline_key=type"`
 
-	methods     map[string]bool
-	normalize   [600]bool
-	scheme      conflict.Scheme
-	policy      conflict.Policy
-	keyHasQuery bool
-	defaultKey  bool
-	report      bool
-	poolKey     string
-	store       versioncache.Store
-	logger      *zap.Logger
+	methods            map[string]bool
+	normalize          [600]bool
+	scheme             conflict.Scheme
+	policy             conflict.Policy
+	keyHasQuery        bool
+	defaultKey         bool
+	report             bool
+	poolKey            string
+	store              versioncache.Store
+	rejectOnStoreError bool
+	logger             *zap.Logger
 }
 
 // VersionSource is the `version` sub-directive.
@@ -116,10 +120,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 var stores = caddy.NewUsagePool()
 
 type pooledStore struct {
-	*versioncache.Memory
+	versioncache.Store
 }
 
-func (p pooledStore) Destruct() error { return p.Memory.Close() }
+func (p pooledStore) Destruct() error { return p.Store.Close() }
 
 // Provision sets defaults and opens the version table.
 func (h *Handler) Provision(ctx caddy.Context) error {
@@ -192,22 +196,37 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Dates:               h.scheme == conflict.SchemeLastModified,
 	}
 
+	var mod StoreModule = MemoryStore{}
+	if h.StoreRaw != nil {
+		m, err := ctx.LoadModule(h, "StoreRaw")
+		if err != nil {
+			return fmt.Errorf("conflict: store: %w", err)
+		}
+		mod = m.(StoreModule)
+	}
+	if p, ok := mod.(StoreErrorPolicy); ok {
+		h.rejectOnStoreError = p.RejectOnError()
+	}
 	// Versions of different sources mean different things: a table is
 	// shared only by handlers that read versions alike.
-	h.poolKey = fmt.Sprintf("memory|%d|%s|%s|%s|%s", h.CacheSize, time.Duration(h.TTL),
-		h.Version.Source, h.Version.Field, h.Version.Pointer)
-	val, _, err := stores.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		m, err := versioncache.NewMemory(versioncache.MemoryConfig{MaxBytes: h.CacheSize, TTL: time.Duration(h.TTL)})
+	opts := StoreOptions{
+		CacheSize: h.CacheSize,
+		TTL:       time.Duration(h.TTL),
+		Namespace: h.Version.Source + "|" + h.Version.Field + "|" + h.Version.Pointer,
+	}
+	key := mod.PoolKey(opts)
+	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		s, err := mod.OpenStore(ctx, opts)
 		if err != nil {
 			return nil, err
 		}
-		return pooledStore{m}, nil
+		return pooledStore{s}, nil
 	})
 	if err != nil {
-		h.poolKey = ""
 		return fmt.Errorf("conflict: store: %w", err)
 	}
-	h.store = val.(pooledStore).Memory
+	h.poolKey = key
+	h.store = val.(pooledStore).Store
 	return nil
 }
 

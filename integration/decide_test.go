@@ -21,6 +21,7 @@ type docServer struct {
 	docs     map[string]string
 	versions map[string]int
 	writes   atomic.Int64
+	arrived  atomic.Int64 // writes that reached the upstream, held or not
 
 	noWriteETag bool
 	hold        chan struct{} // when set, writes wait for it
@@ -52,6 +53,7 @@ func (d *docServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, doc)
 	case http.MethodPut, http.MethodPatch:
 		body, _ := io.ReadAll(r.Body)
+		d.arrived.Add(1)
 		if d.hold != nil {
 			<-d.hold
 		}
@@ -240,24 +242,28 @@ func TestWriteInProgress(t *testing.T) {
 	startCaddy(t, site("conflict {\n\t\tlock_timeout 200ms\n\t}", up))
 	first := make(chan response, 1)
 	go func() { first <- do(t, nil, "PUT", "/doc", `{"first":true}`) }()
+	defer func() { close(d.hold); expectStatus(t, <-first, 204, "first write") }()
 	// Wait until the first write is at the upstream, holding the key.
 	deadline := time.Now().Add(5 * time.Second)
-	for d.writes.Load() == 0 && time.Now().Before(deadline) {
-		r := do(t, nil, "PUT", "/doc", `{}`)
-		if r.status == 409 {
-			p := expectProblem(t, r, 409, "write-in-progress")
-			_ = p
-			if r.header.Get("Retry-After") == "" {
-				t.Error("write-in-progress without Retry-After")
-			}
-			close(d.hold)
-			expectStatus(t, <-first, 204, "first write")
-			return
+	for d.arrived.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first write never reached the upstream")
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
-	close(d.hold)
-	t.Fatal("never saw write-in-progress")
+	start := time.Now()
+	r := do(t, nil, "PUT", "/doc", `{"second":true}`)
+	waited := time.Since(start)
+	expectProblem(t, r, 409, "write-in-progress")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("write-in-progress without Retry-After")
+	}
+	if waited < 200*time.Millisecond {
+		t.Errorf("answered after %v, before lock_timeout", waited)
+	}
+	if d.arrived.Load() != 1 {
+		t.Error("the second write reached the upstream")
+	}
 }
 
 // TestUncertainWriteIsReRead: the upstream applied a write but answered 502;

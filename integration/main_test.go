@@ -6,6 +6,7 @@ package integration
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -63,7 +64,32 @@ func startCaddy(t *testing.T, site string) *caddytest.Tester {
 	if t.Failed() {
 		t.FailNow()
 	}
+	purgeVersions(t)
 	return tester
+}
+
+// reloadCaddy loads a changed configuration, keeping the version table.
+func reloadCaddy(t *testing.T, site string) {
+	t.Helper()
+	caddytest.NewTester(t).InitServer(caddyfile(site), "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// purgeVersions empties the version table, which survives config reloads
+// and so would otherwise carry one test's versions into the next.
+func purgeVersions(t *testing.T) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodDelete, "http://localhost:2999/conflict/versions?prefix=", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("purge: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("purge: status %d", res.StatusCode)
+	}
 }
 
 // startLegacy starts the demo legacy API (it ignores preconditions) with the
@@ -126,7 +152,15 @@ func do(t testing.TB, client *http.Client, method, path string, body any, header
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
+	var rd2 io.Reader = res.Body
+	if res.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(res.Body)
+		if err != nil {
+			t.Fatalf("%s %s: gzip: %v", method, path, err)
+		}
+		rd2 = zr
+	}
+	raw, err := io.ReadAll(rd2)
 	if err != nil {
 		t.Fatalf("%s %s: reading body: %v", method, path, err)
 	}
