@@ -87,6 +87,7 @@ type Handler struct {
 	methods            map[string]bool
 	normalize          [600]bool
 	scheme             conflict.Scheme
+	pointer            conflict.Pointer
 	policy             conflict.Policy
 	keyHasQuery        bool
 	defaultKey         bool
@@ -128,6 +129,9 @@ func (p pooledStore) Destruct() error { return p.Store.Close() }
 // Provision sets defaults and opens the version table.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
 	if len(h.Methods) == 0 {
 		h.Methods = []string{http.MethodPut, http.MethodPatch, http.MethodDelete}
 	}
@@ -187,6 +191,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Version.Field = http.CanonicalHeaderKey(h.Version.Field)
 	case "json":
 		h.scheme = conflict.SchemeJSON
+		h.pointer, _ = conflict.ParsePointer(h.Version.Pointer)
 	case "hash":
 		h.scheme = conflict.SchemeHash
 	}
@@ -362,19 +367,21 @@ func hasUpper(s string) bool {
 func (h *Handler) serveRead(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key string, repl *caddy.Replacer) error {
 	if r.URL.RawQuery != "" && !h.keyHasQuery {
 		// Another representation (?_embed=...) with another validator.
-		_, err := h.forward(w, r, next)
+		ow, err := h.forward(w, r, next)
+		setPlaceholders(repl, "read", ow.version)
 		return err
 	}
 	tok := h.store.ReadStart(key)
 	ow, err := h.forward(w, r, next)
 	if err != nil && ow.status == 0 {
+		setPlaceholders(repl, "read", "")
 		return err
 	}
 	switch {
 	case ow.status >= 200 && ow.status < 300 || ow.status == http.StatusNotModified:
 		v := ow.version
-		if v == "" && r.Method == http.MethodHead && (h.scheme == conflict.SchemeHash || h.scheme == conflict.SchemeJSON) {
-			break // a HEAD has no body to take the version from
+		if v == "" && h.bodyVersions() && (r.Method == http.MethodHead || ow.status == http.StatusNotModified) {
+			break // no body to take the version from: keep what a GET learned
 		}
 		_, _ = h.store.Observe(r.Context(), key, tok, v, false)
 	case ow.status == http.StatusNotFound || ow.status == http.StatusGone:
@@ -397,10 +404,8 @@ var safeMethods = map[string]bool{
 // If it may have changed the resource, what the proxy knew about the key
 // (and about a COPY/MOVE destination, a POST's Location) is forgotten.
 func (h *Handler) serveOther(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key string, repl *caddy.Replacer) error {
-	if repl != nil {
-		repl.Set("http.conflict.outcome", "pass")
-	}
 	ow, err := h.forward(w, r, next)
+	setPlaceholders(repl, "pass", ow.version)
 	if safeMethods[r.Method] || ow.status < 200 || ow.status >= 400 {
 		return err
 	}
@@ -462,8 +467,18 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 		}
 		claim = conflict.Claim{}
 	}
+	if claim.Kind == conflict.ClaimNone && h.scheme == conflict.SchemeJSON {
+		c, kind, status, detail := h.bodyClaim(r)
+		if kind != "" && h.policy.RequirePrecondition {
+			h.reject(w, r, key, repl, kind, status, detail, conflict.State{}, c)
+			if !h.report {
+				return nil
+			}
+		}
+		claim = c
+	}
 
-	lease, snap, cerr := h.store.Claim(ctx, key, time.Duration(h.LockTimeout))
+	lease, snap, cerr := h.claim(ctx, key)
 	switch {
 	case errors.Is(cerr, versioncache.ErrClaimTimeout):
 		if h.reject(w, r, key, repl, conflict.KindWriteInProgress, http.StatusConflict,
@@ -474,8 +489,11 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 		return err
 	case cerr != nil:
 		if ctx.Err() != nil {
+			setPlaceholders(repl, "aborted", "")
 			return caddyhttp.Error(499, ctx.Err())
 		}
+		setPlaceholders(repl, string(conflict.KindStoreUnavailable), "")
+		countStoreError("rejected")
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("conflict: store: %w", cerr))
 	}
 
@@ -502,7 +520,7 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 	// write through.
 	mustReread := state.Uncertain || (!snap.Found && snap.Recent)
 	if mustReread || (h.Preflight && !state.Known() && !state.Deleted) {
-		if s, ok := h.reread(r, next, state); ok {
+		if s, ok := h.rereadFor(rereadReason(mustReread), r, next, state); ok {
 			state = s
 		} else if mustReread {
 			state.Uncertain = true
@@ -516,7 +534,7 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 
 	d := conflict.Decide(state, claim, h.policy)
 	if !d.Forward() && h.Verify && (d.Kind == conflict.KindStaleVersion || d.Kind == conflict.KindDeleted) {
-		if s, ok := h.reread(r, next, state); ok {
+		if s, ok := h.rereadFor(rereadVerify, r, next, state); ok {
 			state = s
 			d = conflict.Decide(state, claim, h.policy)
 		}
@@ -527,11 +545,9 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 			release(state)
 			return nil
 		}
-	} else {
-		if repl != nil {
-			repl.Set("http.conflict.outcome", "forwarded")
-			repl.Set("http.conflict.current_version", conflict.Quote(state.Version))
-		}
+	} else if w.Header().Get("Conflict-Report") == "" { // else reported already (mode report)
+		setPlaceholders(repl, "forwarded", quoteOrEmpty(state.Version))
+		countDecision("forwarded")
 		if ce := h.logger.Check(zap.DebugLevel, "write forwarded"); ce != nil {
 			ce.Write(zap.String("key", key), zap.String("method", r.Method),
 				zap.String("current_version", state.Version), zap.Strings("claimed", claim.Versions))
@@ -575,6 +591,9 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, key string, rep
 		repl.Set("http.conflict.current_version", quoteOrEmpty(s.Version))
 	}
 	if h.report {
+		if w.Header().Get("Conflict-Report") == "" {
+			countDecision("reported") // once per write, however many rules it breaks
+		}
 		w.Header().Set("Conflict-Report", string(kind))
 		if repl != nil {
 			repl.Set("http.conflict.outcome", "reported")
@@ -586,6 +605,7 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, key string, rep
 	if repl != nil {
 		repl.Set("http.conflict.outcome", string(kind))
 	}
+	countDecision(string(kind))
 	h.logger.Info("write rejected", zap.String("key", key), zap.String("kind", string(kind)), zap.Int("status", status),
 		zap.String("method", r.Method), zap.String("current_version", s.Version), zap.Strings("claimed", c.Versions))
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -15,9 +16,11 @@ import (
 // observer watches a response on its way to the client. It reads the
 // version when the status arrives (before encode, which wraps us, appends
 // its suffix to the ETag) and buffers only responses whose status is in
-// `normalize`; everything else streams through untouched.
+// `normalize`; everything else streams through untouched. The wrapper is
+// embedded by value: a streamed response costs one allocation, the
+// observer itself.
 type observer struct {
-	*caddyhttp.ResponseWriterWrapper
+	caddyhttp.ResponseWriterWrapper
 	h       *Handler
 	req     *http.Request
 	status  int
@@ -33,8 +36,21 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // forward sends r to next through an observer and, once next returns,
 // completes a buffered rewrite.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (*observer, error) {
-	ow := &observer{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h, req: r}
-	err := next.ServeHTTP(ow, r)
+	h.narrowAcceptEncoding(r)
+	ow := &observer{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h, req: r}
+	if !h.bodyVersions() {
+		err := next.ServeHTTP(ow, r)
+		if ow.buffering {
+			ow.finish()
+		}
+		return ow, err
+	}
+	bv := &bodyVersioner{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: ow}, h: h, req: r,
+		ifNoneMatch: h.prepareBodyVersions(r)}
+	err := next.ServeHTTP(bv, r)
+	if ferr := bv.finish(); ferr != nil && err == nil {
+		err = ferr
+	}
 	if ow.buffering {
 		ow.finish()
 	}
@@ -105,29 +121,109 @@ func (o *observer) FlushError() error {
 // writerOnly hides ReadFrom so io.Copy does not recurse into it.
 type writerOnly struct{ io.Writer }
 
+// staleHeaders describe the bytes of the upstream's body, not the problem
+// document that replaces it. ETag, Retry-After, Location, Link,
+// Cache-Control, Vary and the rest describe the resource or the exchange
+// and are kept.
+var staleHeaders = [...]string{"Content-Encoding", "Content-Length", "Transfer-Encoding", "Content-Range",
+	"Content-Md5", "Digest", "Content-Digest", "Repr-Digest", "Content-Disposition"}
+
 // finish rewrites a buffered upstream response into a problem document.
 func (o *observer) finish() {
 	hdr := o.ResponseWriter.Header()
-	body := conflict.NormalizeUpstream(conflict.Upstream{
-		Status:          o.status,
-		ContentType:     hdr.Get("Content-Type"),
-		ContentEncoding: hdr.Get("Content-Encoding"),
-		Body:            o.buf.Bytes(),
-		Truncated:       o.dropped > 0,
-		Base:            o.h.ProblemBase,
-		Instance:        o.req.URL.Path,
-	})
+	var body []byte
+	if o.req.Method != http.MethodHead {
+		body = conflict.NormalizeUpstream(conflict.Upstream{
+			Status:          o.status,
+			ContentType:     hdr.Get("Content-Type"),
+			ContentEncoding: hdr.Get("Content-Encoding"),
+			Body:            o.buf.Bytes(),
+			Truncated:       o.dropped > 0,
+			Base:            o.h.ProblemBase,
+			Instance:        o.req.URL.Path,
+		})
+	}
+	countUpstreamProblem(o.status)
 	if o.buf.Cap() <= 64<<10 {
 		bufPool.Put(o.buf)
 	}
 	o.buf = nil
+	for _, name := range staleHeaders {
+		delete(hdr, name)
+	}
+	dropTrailers(hdr)
 	hdr.Set("Content-Type", conflict.ContentType)
-	hdr.Del("Content-Encoding")
-	hdr.Del("Transfer-Encoding")
+	if o.req.Method == http.MethodHead {
+		// Headers only. The problem a GET would get is made from a body a
+		// HEAD never sees, so its length is unknown and not sent (RFC 9110
+		// section 8.6 allows that; a wrong one would not be).
+		o.ResponseWriter.WriteHeader(o.status)
+		return
+	}
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	o.ResponseWriter.WriteHeader(o.status)
-	if o.req.Method != http.MethodHead {
-		_, _ = o.ResponseWriter.Write(body)
+	_, _ = o.ResponseWriter.Write(body)
+}
+
+// dropTrailers removes the trailers reverse_proxy announced or copied into
+// the header map: a rewritten response is sent with a Content-Length and no
+// trailers, and they described the upstream's body.
+func dropTrailers(hdr http.Header) {
+	for _, v := range hdr["Trailer"] {
+		for name := range strings.SplitSeq(v, ",") {
+			delete(hdr, http.CanonicalHeaderKey(strings.TrimSpace(name)))
+		}
+	}
+	delete(hdr, "Trailer")
+	for name := range hdr {
+		if strings.HasPrefix(name, http.TrailerPrefix) {
+			delete(hdr, name)
+		}
+	}
+}
+
+// normalizes reports whether any upstream status is rewritten (normalize
+// is not off).
+func (h *Handler) normalizes() bool {
+	for _, s := range h.Normalize {
+		if s != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// narrowAcceptEncoding keeps the upstream from answering a request whose
+// response may be rewritten in a coding the rewrite cannot read: the
+// upstream sees the client's Accept-Encoding (reverse_proxy forwards it,
+// and then leaves decoding to the client), and brotli, which browsers ask
+// for, has no decoder in this build's dependencies. Only requests other
+// than GET and HEAD are narrowed: that is where conflicts come from and
+// their response bodies are small, while reads keep the upstream's best
+// compression (a normalized GET answered in br still gets a valid problem,
+// with the status's standard detail). A client that accepted nothing
+// decodable is left to reverse_proxy's transport, which then asks for gzip
+// and decodes it itself. encode, outside this handler, chose its own
+// coding for the client before this runs.
+func (h *Handler) narrowAcceptEncoding(r *http.Request) {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead || !h.normalizes() {
+		return
+	}
+	vals := r.Header["Accept-Encoding"]
+	if len(vals) == 0 {
+		return
+	}
+	v := vals[0]
+	if len(vals) > 1 {
+		v = strings.Join(vals, ", ")
+	}
+	narrowed, changed := conflict.DecodableAcceptEncoding(v)
+	switch {
+	case !changed:
+	case narrowed == "":
+		delete(r.Header, "Accept-Encoding")
+	default:
+		r.Header["Accept-Encoding"] = []string{narrowed}
 	}
 }
 
@@ -141,8 +237,10 @@ func (h *Handler) versionOf(hdr http.Header) string {
 		return firstValue(hdr["Last-Modified"])
 	case conflict.SchemeHeader:
 		return firstValue(hdr[h.Version.Field])
+	default:
+		// Body versions: the ETag the bodyVersioner made up, if any.
+		return firstValue(hdr["Etag"])
 	}
-	return ""
 }
 
 func firstValue(v []string) string {
@@ -157,7 +255,11 @@ func firstValue(v []string) string {
 // It returns the state that answer implies, or ok == false when the
 // upstream could not say.
 func (h *Handler) reread(r *http.Request, next caddyhttp.Handler, s conflict.State) (conflict.State, bool) {
-	for _, m := range [...]string{http.MethodHead, http.MethodGet} {
+	methods := []string{http.MethodHead, http.MethodGet}
+	if h.bodyVersions() {
+		methods = methods[1:] // the version is in the body
+	}
+	for _, m := range methods {
 		req := r.Clone(r.Context())
 		req.Method = m
 		req.Body = http.NoBody
@@ -168,6 +270,10 @@ func (h *Handler) reread(r *http.Request, next caddyhttp.Handler, s conflict.Sta
 			req.Header.Del(name)
 		}
 		cw := &capture{header: make(http.Header)}
+		if h.bodyVersions() {
+			req.Header.Set("Accept-Encoding", "identity")
+			cw.body, cw.limit = new(bytes.Buffer), h.MaxBody
+		}
 		err := next.ServeHTTP(cw, req)
 		status := cw.status
 		if status == 0 {
@@ -179,6 +285,12 @@ func (h *Handler) reread(r *http.Request, next caddyhttp.Handler, s conflict.Sta
 		switch {
 		case status >= 200 && status < 300:
 			v := h.versionOf(cw.header)
+			if cw.body != nil {
+				v = ""
+				if !cw.overflow && cw.header.Get("Content-Encoding") == "" {
+					v = h.versionOfBody(cw.header, cw.body.Bytes())
+				}
+			}
 			if v == "" && m == http.MethodHead {
 				continue
 			}
@@ -197,8 +309,11 @@ func (h *Handler) reread(r *http.Request, next caddyhttp.Handler, s conflict.Sta
 // capture is the ResponseWriter of a re-read: it keeps the header and the
 // status and discards the body.
 type capture struct {
-	header http.Header
-	status int
+	header   http.Header
+	status   int
+	body     *bytes.Buffer // kept only for body versions, up to limit
+	limit    int64
+	overflow bool
 }
 
 func (c *capture) Header() http.Header { return c.header }
@@ -212,6 +327,13 @@ func (c *capture) WriteHeader(status int) {
 func (c *capture) Write(p []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
+	}
+	if c.body != nil && !c.overflow {
+		if int64(c.body.Len()+len(p)) > c.limit {
+			c.overflow = true
+		} else {
+			c.body.Write(p)
+		}
 	}
 	return len(p), nil
 }

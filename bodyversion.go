@@ -1,0 +1,242 @@
+package caddyconflict
+
+import (
+	"bytes"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-conflict/caddy-conflict/conflict"
+)
+
+// bodyVersions reports whether versions come from response bodies
+// (`version json` or `version hash`): the proxy then makes up the ETags
+// clients see.
+func (h *Handler) bodyVersions() bool {
+	return h.scheme == conflict.SchemeJSON || h.scheme == conflict.SchemeHash
+}
+
+// versionOfBody computes the version a response body carries ("" if none).
+func (h *Handler) versionOfBody(hdr http.Header, body []byte) string {
+	switch h.scheme {
+	case conflict.SchemeHash:
+		return conflict.HashTag(body)
+	case conflict.SchemeJSON:
+		if !isJSON(hdr.Get("Content-Type")) {
+			return ""
+		}
+		text, err := conflict.Lookup(body, h.pointer)
+		if err != nil {
+			return ""
+		}
+		return conflict.ScalarTag(text)
+	}
+	return ""
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// holdsBody reports whether the response to r must be held to compute its
+// version: GETs in both modes, and writes with `version json` (a write's
+// response may carry the new representation and its version field).
+func (h *Handler) holdsBody(r *http.Request) bool {
+	if !h.bodyVersions() {
+		return false
+	}
+	return r.Method == http.MethodGet || (h.scheme == conflict.SchemeJSON && h.methods[r.Method])
+}
+
+// prepareBodyVersions adjusts a request for body versions before it is
+// forwarded. Entity tags the proxy made up mean nothing to the upstream (an
+// upstream that checks its own ETags would reject them), so they are
+// removed; "*" is kept. The upstream is asked for an identity body, so that
+// every client's version of one state is the same whatever it accepts
+// (encode, outside this handler, still compresses for the client). It
+// returns the If-None-Match tags the client sent, to answer 304 here.
+func (h *Handler) prepareBodyVersions(r *http.Request) (ifNoneMatch []string) {
+	hdr := r.Header
+	for _, name := range [...]string{"If-Match", "If-None-Match"} {
+		vals := hdr.Values(name)
+		if len(vals) == 0 {
+			continue
+		}
+		tags, any, ok := conflict.ParseTags(vals)
+		if any {
+			continue
+		}
+		if ok && name == "If-None-Match" {
+			ifNoneMatch = tags
+		}
+		hdr.Del(name)
+	}
+	if h.holdsBody(r) {
+		hdr.Set("Accept-Encoding", "identity")
+	}
+	return ifNoneMatch
+}
+
+// bodyVersioner holds a response body (up to max_body) to compute its
+// version before the headers go out, then sends it with the made-up ETag.
+// A body over max_body is streamed on without a version. The upstream's
+// own ETag never reaches the client in these modes: clients would send it
+// back, and it is not what versions are compared with.
+type bodyVersioner struct {
+	*caddyhttp.ResponseWriterWrapper
+	h           *Handler
+	req         *http.Request
+	ifNoneMatch []string
+	status      int
+	holding     bool
+	buf         bytes.Buffer
+}
+
+func (b *bodyVersioner) WriteHeader(status int) {
+	if status < 200 {
+		b.ResponseWriter.WriteHeader(status)
+		return
+	}
+	if b.status != 0 {
+		return
+	}
+	b.status = status
+	hdr := b.ResponseWriter.Header()
+	hdr.Del("Etag")
+	if status >= 200 && status < 300 && b.h.holdsBody(b.req) && b.req.Method != http.MethodHead &&
+		hdr.Get("Content-Encoding") == "" &&
+		(b.h.scheme == conflict.SchemeHash || isJSON(hdr.Get("Content-Type"))) {
+		b.holding = true
+		return
+	}
+	b.ResponseWriter.WriteHeader(status)
+}
+
+func (b *bodyVersioner) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.WriteHeader(http.StatusOK)
+	}
+	if !b.holding {
+		return b.ResponseWriter.Write(p)
+	}
+	if int64(b.buf.Len()+len(p)) > b.h.MaxBody {
+		// Too large to version: send what was held and stream the rest.
+		b.holding = false
+		b.ResponseWriter.WriteHeader(b.status)
+		if _, err := b.ResponseWriter.Write(b.buf.Bytes()); err != nil {
+			return 0, err
+		}
+		b.buf = bytes.Buffer{}
+		return b.ResponseWriter.Write(p)
+	}
+	return b.buf.Write(p)
+}
+
+func (b *bodyVersioner) ReadFrom(r io.Reader) (int64, error) {
+	if b.status == 0 {
+		b.WriteHeader(http.StatusOK)
+	}
+	if !b.holding {
+		return b.ResponseWriterWrapper.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{b}, r)
+}
+
+func (b *bodyVersioner) FlushError() error {
+	if b.holding {
+		return nil
+	}
+	return http.NewResponseController(b.ResponseWriter).Flush()
+}
+
+// finish sends a held response with its version as a strong ETag, or a 304
+// when the client already has that version.
+func (b *bodyVersioner) finish() error {
+	if !b.holding {
+		return nil
+	}
+	b.holding = false
+	hdr := b.ResponseWriter.Header()
+	body := b.buf.Bytes()
+	v := b.h.versionOfBody(hdr, body)
+	if v != "" {
+		hdr.Set("Etag", v)
+		for _, t := range b.ifNoneMatch {
+			// RFC 9110 section 13.1.2: If-None-Match uses weak comparison.
+			if b.req.Method == http.MethodGet && conflict.SameVersion(t, v) {
+				hdr.Del("Content-Length")
+				hdr.Del("Content-Type")
+				b.ResponseWriter.WriteHeader(http.StatusNotModified)
+				return nil
+			}
+		}
+	}
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	b.ResponseWriter.WriteHeader(b.status)
+	_, err := b.ResponseWriter.Write(body)
+	return err
+}
+
+// bodyClaim reads the version a JSON write body claims at the `version json`
+// pointer. The body is read up to max_body and given back to the request
+// intact. A body that cannot be judged (too large, not JSON, malformed)
+// yields no claim and the problem to answer when a claim is required.
+func (h *Handler) bodyClaim(r *http.Request) (c conflict.Claim, kind conflict.Kind, status int, detail string) {
+	if r.Body == nil || r.Body == http.NoBody || !isJSON(r.Header.Get("Content-Type")) {
+		return c, "", 0, ""
+	}
+	buf, complete, err := readUpTo(r, h.MaxBody)
+	if err != nil {
+		return c, conflict.KindInvalidBody, http.StatusBadRequest, "The request body could not be read: " + err.Error()
+	}
+	if !complete {
+		return c, conflict.KindBodyTooLarge, http.StatusRequestEntityTooLarge,
+			"The request body is larger than " + strconv.FormatInt(h.MaxBody, 10) +
+				" bytes, so the version in it cannot be checked; send If-Match instead."
+	}
+	text, err := conflict.Lookup(buf, h.pointer)
+	switch {
+	case err == nil:
+		return conflict.Claim{Kind: conflict.ClaimVersions, Versions: []string{conflict.ScalarTag(text)},
+			Source: "body " + h.Version.Pointer}, "", 0, ""
+	case err == conflict.ErrNoValue:
+		return c, "", 0, "" // no claim: 428 if required
+	default:
+		return c, conflict.KindInvalidBody, http.StatusBadRequest, "The request body is not valid JSON: " + err.Error()
+	}
+}
+
+// readUpTo reads at most limit bytes of r's body and puts them back in front
+// of the rest, keeping the original Close. complete is false when the body
+// is longer than limit.
+func readUpTo(r *http.Request, limit int64) (buf []byte, complete bool, err error) {
+	var b bytes.Buffer
+	n, err := io.CopyN(&b, r.Body, limit+1)
+	if err != nil && err != io.EOF {
+		return nil, false, err
+	}
+	buf = b.Bytes()
+	complete = n <= limit
+	orig := r.Body
+	if complete {
+		r.Body = readCloser{bytes.NewReader(buf), orig}
+		r.ContentLength = int64(len(buf))
+		r.Header.Set("Content-Length", strconv.Itoa(len(buf)))
+	} else {
+		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), orig), orig}
+	}
+	return buf, complete, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
