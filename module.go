@@ -423,9 +423,17 @@ func (h *Handler) serveOther(w http.ResponseWriter, r *http.Request, next caddyh
 	return err
 }
 
+// changed forgets the current version of key, under the key's write claim
+// so that it cannot overwrite a guarded write's outcome recorded meanwhile.
 func (h *Handler) changed(ctx context.Context, key string) {
-	s, _, _ := h.store.Get(ctx, key)
-	_ = h.store.Record(ctx, key, s.Changed())
+	lease, snap, err := h.store.Claim(ctx, key, time.Duration(h.LockTimeout))
+	if err != nil {
+		// Still forget what was known: a stale "current" is worse than none.
+		s, _, _ := h.store.Get(ctx, key)
+		_ = h.store.Record(context.WithoutCancel(ctx), key, s.Changed())
+		return
+	}
+	_ = lease.Commit(context.WithoutCancel(ctx), snap.State.Changed())
 }
 
 // relatedKey is the key of another path on the same host as r. With a
@@ -556,7 +564,11 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 
 	based := basedOn(state, claim)
 	ow, err := h.forward(w, r, next)
-	release(state.AfterWrite(based, conflict.WriteResult{Method: r.Method, Status: ow.status, Version: ow.version}))
+	result := conflict.WriteResult{Method: r.Method, Status: ow.status, Version: ow.version}
+	if r.Method == http.MethodPost {
+		result.Version = "" // a POST's version belongs to the resource it created (Location)
+	}
+	release(state.AfterWrite(based, result))
 	if r.Method == http.MethodPost && ow.status >= 200 && ow.status < 300 {
 		h.learnLocation(ctx, r, ow)
 	}

@@ -234,6 +234,51 @@ func decodeContent(body []byte, encoding string) (out []byte, cut, ok bool) {
 	return body, cut, true
 }
 
+// decodable reports whether decodeContent can undo a content coding.
+func decodable(coding string) bool {
+	for _, c := range [...]string{"gzip", "x-gzip", "deflate", "zstd", "identity"} {
+		if strings.EqualFold(coding, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// DecodableAcceptEncoding narrows an Accept-Encoding request header (RFC
+// 9110 section 12.5.3) to the codings NormalizeUpstream can decode, so
+// that an upstream never answers in one it cannot read (br, compress, or
+// any through "*"). It returns the narrowed value ("" means: send no
+// Accept-Encoding) and whether it differs from v; an unchanged value costs
+// no allocation.
+func DecodableAcceptEncoding(v string) (string, bool) {
+	rest, dropped := v, false
+	for rest != "" {
+		var item string
+		item, rest, _ = strings.Cut(rest, ",")
+		coding, _, _ := strings.Cut(item, ";")
+		if coding = strings.TrimSpace(coding); coding != "" && !decodable(coding) {
+			dropped = true
+			break
+		}
+	}
+	if !dropped {
+		return v, false
+	}
+	var b strings.Builder
+	for item := range strings.SplitSeq(v, ",") {
+		item = strings.TrimSpace(item)
+		coding, _, _ := strings.Cut(item, ";")
+		if coding = strings.TrimSpace(coding); coding == "" || !decodable(coding) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(item)
+	}
+	return b.String(), true
+}
+
 // mediaType returns the lower-cased media type and charset of a
 // Content-Type value, also when the value is slightly malformed.
 func mediaType(ct string) (mt, charset string) {

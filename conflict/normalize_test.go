@@ -626,3 +626,40 @@ func TestNormalizeUpstreamLongHTML(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodableAcceptEncoding(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		changed  bool
+	}{
+		{"", "", false},
+		{"gzip", "gzip", false},
+		{"gzip, deflate", "gzip, deflate", false},
+		{"zstd;q=1.0, gzip;q=0.5, identity", "zstd;q=1.0, gzip;q=0.5, identity", false},
+		{"GZip", "GZip", false},
+		{"gzip, deflate, br, zstd", "gzip, deflate, zstd", true}, // what browsers send
+		{"br", "", true},
+		{"br;q=1.0, gzip;q=0.8, *;q=0.1", "gzip;q=0.8", true},
+		{"*", "", true}, // "*" lets the upstream pick br
+		{"compress, x-gzip", "x-gzip", true},
+		{" , gzip,,", " , gzip,,", false},
+	} {
+		got, changed := DecodableAcceptEncoding(tc.in)
+		if got != tc.want || changed != tc.changed {
+			t.Errorf("DecodableAcceptEncoding(%q) = %q, %v; want %q, %v", tc.in, got, changed, tc.want, tc.changed)
+		}
+		if !changed {
+			continue
+		}
+		// Every coding kept must be one the rewrite can read.
+		for item := range strings.SplitSeq(got, ",") {
+			coding, _, _ := strings.Cut(item, ";")
+			if coding = strings.TrimSpace(coding); coding != "" && !decodable(coding) {
+				t.Errorf("DecodableAcceptEncoding(%q) kept %q", tc.in, coding)
+			}
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { DecodableAcceptEncoding("gzip, deflate, zstd") }); n != 0 {
+		t.Errorf("an unchanged header allocates %v times", n)
+	}
+}

@@ -21,10 +21,22 @@ type State struct {
 	// Uncertain means a write's outcome was never seen: the next write must
 	// re-read the version from the upstream before it is decided.
 	Uncertain bool `json:"uncertain,omitempty"`
+	// Live means the resource was seen to exist (a 2xx read, a 2xx write
+	// other than DELETE) and not seen deleted since; `guard children`
+	// counts only live descendants.
+	Live bool `json:"live,omitempty"`
 }
 
 // Known reports whether the current version is known.
 func (s State) Known() bool { return s.Version != "" }
+
+// IsLive reports whether the resource may be counted as existing: it was
+// seen to exist, not deleted since, and no write's outcome is pending.
+func (s State) IsLive() bool { return (s.Live || s.Version != "") && !s.Deleted && !s.Uncertain }
+
+// IsGone reports whether the resource is known not to exist: a tombstone,
+// and no write's outcome is pending.
+func (s State) IsGone() bool { return s.Deleted && !s.Uncertain }
 
 // IsSuperseded reports whether v is one of the superseded versions.
 func (s State) IsSuperseded(v string) bool {
@@ -36,7 +48,7 @@ func (s State) IsSuperseded(v string) bool {
 // superseded list, so that a resource that returns to an old state (ABA) is
 // not held stale forever.
 func (s State) Observed(v string) State {
-	return State{Version: v, Superseded: without(s.Superseded, v)}
+	return State{Version: v, Superseded: without(s.Superseded, v), Live: true}
 }
 
 // Missing is the state after a read answered 404 or 410: a tombstone. A
@@ -47,7 +59,8 @@ func (s State) Missing() State {
 
 // Changed is the state after something other than a guarded write changed
 // the resource (MKCOL, the destination of COPY/MOVE, ...): it may exist now,
-// in an unknown version.
+// in an unknown version. It is not live: the change may also have removed
+// it (the source of a MOVE).
 func (s State) Changed() State {
 	return State{Superseded: supersede(s.Superseded, s.Version)}
 }
@@ -73,7 +86,7 @@ func (s State) AfterWrite(based []string, r WriteResult) State {
 	case r.Status == http.StatusConflict || r.Status == http.StatusPreconditionFailed:
 		// The upstream's own check failed: what we held is not current.
 		sup := supersedeAll(s.Superseded, s.Version)
-		return State{Version: r.Version, Superseded: without(sup, r.Version)}
+		return State{Version: r.Version, Superseded: without(sup, r.Version), Live: s.Live}
 	case r.Status >= 400:
 		return s
 	}
@@ -82,7 +95,8 @@ func (s State) AfterWrite(based []string, r WriteResult) State {
 	if r.Method == http.MethodDelete {
 		return State{Deleted: true, Superseded: sup}
 	}
-	return State{Version: r.Version, Superseded: without(sup, r.Version)}
+	// A 3xx did not show that the resource exists.
+	return State{Version: r.Version, Superseded: without(sup, r.Version), Live: r.Status < 300}
 }
 
 func (s State) clone() State {

@@ -8,24 +8,34 @@ import (
 
 func TestStateTransitions(t *testing.T) {
 	v1 := State{Version: `"v1"`}
+	live := State{Version: `"v1"`, Live: true}
 	tests := []struct {
 		name string
 		got  State
 		want State
 	}{
-		{"read learns", State{}.Observed(`"v1"`), State{Version: `"v1"`}},
+		{"read learns", State{}.Observed(`"v1"`), State{Version: `"v1"`, Live: true}},
 		{"read of a superseded version (ABA) clears it", State{Superseded: []string{"v1", "v0"}}.Observed(`W/"v1-gzip"`),
-			State{Version: `W/"v1-gzip"`, Superseded: []string{"v0"}}},
-		{"read clears tombstone and uncertainty", State{Deleted: true, Uncertain: true}.Observed(`"v3"`), State{Version: `"v3"`}},
+			State{Version: `W/"v1-gzip"`, Superseded: []string{"v0"}, Live: true}},
+		{"read clears tombstone and uncertainty", State{Deleted: true, Uncertain: true}.Observed(`"v3"`), State{Version: `"v3"`, Live: true}},
+		{"read without a version is live", State{}.Observed(""), State{Live: true}},
 		{"404 makes a tombstone", v1.Missing(), State{Deleted: true, Superseded: []string{"v1"}}},
+		{"404 ends liveness", live.Missing(), State{Deleted: true, Superseded: []string{"v1"}}},
 		{"write with version", v1.AfterWrite([]string{`"v1"`}, WriteResult{Method: "PUT", Status: 200, Version: `"v2"`}),
-			State{Version: `"v2"`, Superseded: []string{"v1"}}},
+			State{Version: `"v2"`, Superseded: []string{"v1"}, Live: true}},
 		{"write without version", v1.AfterWrite([]string{`"v1"`}, WriteResult{Method: "PUT", Status: 204}),
-			State{Superseded: []string{"v1"}}},
+			State{Superseded: []string{"v1"}, Live: true}},
 		{"write based on claimed versions", State{}.AfterWrite([]string{`"a"`, `"b"`}, WriteResult{Method: "PATCH", Status: 200}),
-			State{Superseded: []string{"b", "a"}}},
+			State{Superseded: []string{"b", "a"}, Live: true}},
+		{"3xx write does not show existence", State{}.AfterWrite(nil, WriteResult{Method: "PUT", Status: 303}), State{}},
 		{"delete", v1.AfterWrite([]string{`"v1"`}, WriteResult{Method: "DELETE", Status: 204}),
 			State{Deleted: true, Superseded: []string{"v1"}}},
+		{"delete ends liveness", live.AfterWrite(nil, WriteResult{Method: "DELETE", Status: 200}),
+			State{Deleted: true, Superseded: []string{"v1"}}},
+		{"upstream 409 keeps liveness", live.AfterWrite(nil, WriteResult{Method: "PUT", Status: 409, Version: `"v9"`}),
+			State{Version: `"v9"`, Superseded: []string{"v1"}, Live: true}},
+		{"uncertain keeps liveness", live.AfterWrite(nil, WriteResult{Method: "DELETE", Status: 504}),
+			State{Version: `"v1"`, Live: true, Uncertain: true}},
 		{"upstream 409 with version", v1.AfterWrite(nil, WriteResult{Method: "PUT", Status: 409, Version: `"v9"`}),
 			State{Version: `"v9"`, Superseded: []string{"v1"}}},
 		{"upstream 412 without version", v1.AfterWrite(nil, WriteResult{Method: "PUT", Status: 412}),
@@ -38,6 +48,8 @@ func TestStateTransitions(t *testing.T) {
 			State{Version: `"v1"`, Uncertain: true}},
 		{"other 4xx changes nothing", v1.AfterWrite(nil, WriteResult{Method: "PUT", Status: http.StatusBadRequest}), v1},
 		{"changed by another method", v1.Changed(), State{Superseded: []string{"v1"}}},
+		{"changed is not live (MOVE source)", live.Changed(), State{Superseded: []string{"v1"}}},
+		{"other 4xx keeps liveness", live.AfterWrite(nil, WriteResult{Method: "PUT", Status: 422}), live},
 	}
 	for _, tt := range tests {
 		if !reflect.DeepEqual(tt.got, tt.want) {

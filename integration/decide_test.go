@@ -354,3 +354,27 @@ func TestStreamingFlushes(t *testing.T) {
 		t.Fatal("the first event did not arrive before the upstream ended: the stream was buffered")
 	}
 }
+
+// TestPostLocation: a POST's 201 teaches the version of the created
+// resource (its Location), never of the collection it was sent to.
+func TestPostLocation(t *testing.T) {
+	for _, methods := range []string{"PUT PATCH DELETE", "PUT PATCH DELETE POST"} {
+		t.Run(methods, func(t *testing.T) {
+			up := startLegacy(t, map[string][]map[string]any{"articles": {{"id": 1, "title": "a"}}})
+			startCaddy(t, site("conflict {\n\t\tmethods "+methods+"\n\t}", up))
+			c := do(t, nil, "POST", "/articles", `{"title":"new"}`)
+			expectStatus(t, c, 201, "POST")
+			loc, etag := c.header.Get("Location"), c.header.Get("ETag")
+			if loc == "" || etag == "" {
+				t.Fatalf("legacy API gave Location %q, ETag %q", loc, etag)
+			}
+			p := expectProblem(t, do(t, nil, "PUT", loc, `{"title":"x"}`, `If-Match: "not-it"`), 409, "stale-version")
+			if p["current_version"] != etag {
+				t.Errorf("current_version = %v, want the POST's ETag %s", p["current_version"], etag)
+			}
+			expectStatus(t, do(t, nil, "PUT", loc, `{"title":"y"}`, "If-Match: "+etag), 200, "PUT with the POST's version")
+			// The collection did not take the created resource's version.
+			expectStatus(t, do(t, nil, "POST", "/articles", `{"title":"again"}`, "If-Match: "+etag), 201, "POST again")
+		})
+	}
+}

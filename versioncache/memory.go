@@ -316,8 +316,8 @@ func (e *entry) says(version string, missing bool) bool {
 		return false
 	case missing:
 		return s.Deleted && s.Version == ""
-	case s.Deleted || s.Version != version:
-		return false
+	case s.Deleted || !s.Live || s.Version != version:
+		return false // !Live: the read shows it exists, which the entry did not say
 	}
 	return version == "" || len(s.Superseded) == 0 || !s.IsSuperseded(version)
 }

@@ -1,0 +1,405 @@
+package caddyconflict
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/caddy-conflict/caddy-conflict/conflict"
+)
+
+// The kinds of `guard` (SPEC "Guards from the seed's examples").
+const (
+	GuardParent    = "parent"    // a write below a parent known not to exist: parent-missing
+	GuardChildren  = "children"  // a DELETE of a resource with known live descendants: not-empty
+	GuardReference = "reference" // a body field naming a resource known not to exist: reference-missing
+)
+
+// Guard is one `guard` sub-directive: a relation between resources that a
+// write must not break. The proxy enforces it for the resources it has seen
+// and, with `preflight`, asks the upstream about the ones it has not.
+type Guard struct {
+	// Kind is parent, children or reference.
+	Kind string `json:"kind"`
+	// Pointer is the RFC 6901 pointer of the body field that names the
+	// referenced resource (reference only).
+	Pointer string `json:"pointer,omitempty"`
+	// Template is the path of the referenced resource on the same host,
+	// with {value} standing for the field's value (reference only).
+	Template string `json:"template,omitempty"`
+
+	pointer conflict.Pointer
+}
+
+// childScanLimit bounds the descendants a children check or a DELETE's
+// cleanup looks at; beyond it the proxy acts as if it knew no more.
+const childScanLimit = 1000
+
+// validateGuards checks the `guard` lines; each error names the
+// sub-directive.
+func (h *Handler) validateGuards() error {
+	for _, g := range h.Guards {
+		switch g.Kind {
+		case GuardParent, GuardChildren:
+			if g.Pointer != "" || g.Template != "" {
+				return fmt.Errorf("conflict: guard: %s takes no pointer or template", g.Kind)
+			}
+		case GuardReference:
+			if p, err := conflict.ParsePointer(g.Pointer); err != nil || len(p) == 0 {
+				return fmt.Errorf("conflict: guard: reference needs an RFC 6901 pointer such as /categoryId, got %q", g.Pointer)
+			}
+			if err := conflict.CheckReferenceTemplate(g.Template); err != nil {
+				return fmt.Errorf("conflict: guard: reference template %q: %v", g.Template, err)
+			}
+		default:
+			return fmt.Errorf("conflict: guard: unknown kind %q (parent, children or reference <pointer> <template>)", g.Kind)
+		}
+	}
+	return nil
+}
+
+// provisionGuards parses the guards' pointers; the configuration is valid.
+func (h *Handler) provisionGuards() {
+	for i := range h.Guards {
+		if h.Guards[i].Kind == GuardReference {
+			h.Guards[i].pointer, _ = conflict.ParsePointer(h.Guards[i].Pointer)
+		}
+	}
+	if len(h.Guards) > 0 && !h.defaultKey {
+		h.logger.Warn("guards look up related resources by their default key (host and path); " +
+			"with a custom key they know only what preflight asks the upstream")
+	}
+}
+
+func (h *Handler) hasGuard(kind string) bool {
+	for _, g := range h.Guards {
+		if g.Kind == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// checkGuards evaluates the guards for a write to key whose state (taken
+// under its write claim, re-read if it had to be) is s. It returns the kind
+// of the first guard the write breaks and the keys of the resources it
+// names, or "" when the write may go on to the version decision. What the
+// proxy does not know lets the write through, unless `preflight` (ask the
+// upstream) finds out; with `verify`, a rejection is confirmed first.
+func (h *Handler) checkGuards(r *http.Request, next caddyhttp.Handler, key string, s conflict.State) (conflict.Kind, []string) {
+	if len(h.Guards) == 0 {
+		return "", nil
+	}
+	p := cleanPath(r.URL.Path)
+	for _, g := range h.Guards {
+		switch {
+		case g.Kind == GuardParent && r.Method != http.MethodDelete:
+			pp, ok := conflict.ParentPath(r.Method, p)
+			if !ok {
+				continue
+			}
+			if pp == p {
+				// A POST's parent is its own key, whose state the caller holds.
+				if s.IsGone() && (!h.Verify || h.related(r, next, key, pp, s) == missing) {
+					return conflict.KindParentMissing, []string{key}
+				}
+				continue
+			}
+			pk := h.relatedKey(r, pp)
+			if h.related(r, next, pk, pp, conflict.State{}) == missing {
+				return conflict.KindParentMissing, []string{pk}
+			}
+		case g.Kind == GuardChildren && r.Method == http.MethodDelete:
+			if live := h.liveChildren(r, next, key); len(live) > 0 {
+				return conflict.KindNotEmpty, live
+			}
+		}
+	}
+	if r.Method != http.MethodDelete {
+		if related := h.missingReferences(r, next); len(related) > 0 {
+			return conflict.KindReferenceMissing, related
+		}
+	}
+	return "", nil
+}
+
+// guardDetail is the human sentence of a guard rejection.
+func guardDetail(kind conflict.Kind, related []string) string {
+	switch kind {
+	case conflict.KindParentMissing:
+		return "The resource this write goes into (" + related[0] + ") does not exist; create it first, then retry."
+	case conflict.KindNotEmpty:
+		return fmt.Sprintf("This resource still has %s, listed in related; delete them first, then retry.",
+			plural(len(related), "a child resource", "child resources"))
+	case conflict.KindReferenceMissing:
+		return fmt.Sprintf("This write refers to %s that does not exist (%s); create it or change the reference, then retry.",
+			plural(len(related), "a resource", "resources"), strings.Join(related, ", "))
+	}
+	return ""
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// existence is what the proxy can tell about a related resource.
+type existence int
+
+const (
+	unknown existence = iota
+	exists
+	missing
+)
+
+// related tells whether the resource at path p (key k) exists. The store
+// answers first; a tombstone is confirmed with the upstream under `verify`,
+// and an unknown resource is asked about under `preflight`. s is the state
+// when the caller holds it already (a POST's own key), else the store's.
+func (h *Handler) related(r *http.Request, next caddyhttp.Handler, k, p string, s conflict.State) existence {
+	if s == (conflict.State{}) || s.Superseded != nil {
+		if got, found, err := h.store.Get(r.Context(), k); err == nil && found {
+			s = got
+		}
+	}
+	switch {
+	case s.IsGone():
+		if !h.Verify {
+			return missing
+		}
+		return h.probeShared(rereadVerify, r, next, k, p)
+	case s.IsLive():
+		return exists
+	case h.Preflight:
+		return h.probeShared(rereadPreflight, r, next, k, p)
+	}
+	return unknown
+}
+
+// liveChildren lists up to conflict.MaxRelated keys below key that the
+// proxy saw exist and not deleted since. Under `verify` each is confirmed
+// with the upstream, and only those that still exist are named.
+func (h *Handler) liveChildren(r *http.Request, next caddyhttp.Handler, key string) []string {
+	var live []string
+	h.eachLiveChild(r.Context(), key, func(k string) bool {
+		live = append(live, k)
+		return len(live) < conflict.MaxRelated
+	})
+	if !h.Verify || len(live) == 0 {
+		return live
+	}
+	host, _, _ := strings.Cut(key, "/")
+	confirmed := live[:0]
+	for _, k := range live {
+		// A key below the default key of r's path is host + path.
+		if h.probeShared(rereadVerify, r, next, k, strings.TrimPrefix(k, host)) == exists {
+			confirmed = append(confirmed, k)
+		}
+	}
+	return confirmed
+}
+
+// eachLiveChild calls fn for the live keys below key, in order, until fn
+// returns false or childScanLimit keys were looked at.
+func (h *Handler) eachLiveChild(ctx context.Context, key string, fn func(k string) bool) {
+	prefix := key + "/"
+	if strings.HasSuffix(key, "/") {
+		prefix = key // the root: "host/"
+	}
+	after := ""
+	for scanned := 0; scanned < childScanLimit; {
+		items, next, err := h.store.List(ctx, prefix, after, 100)
+		if err != nil {
+			return
+		}
+		for _, it := range items {
+			if it.State.IsLive() && !fn(it.Key) {
+				return
+			}
+		}
+		scanned += len(items)
+		if next == "" {
+			return
+		}
+		after = next
+	}
+}
+
+// missingReferences returns the keys of the resources that the write's
+// JSON body names through `guard reference` lines and that do not exist.
+// A body that is not JSON, or larger than max_body, is not looked into.
+func (h *Handler) missingReferences(r *http.Request, next caddyhttp.Handler) []string {
+	if !h.hasGuard(GuardReference) || r.Body == nil || r.Body == http.NoBody || !isJSON(r.Header.Get("Content-Type")) {
+		return nil
+	}
+	body, complete, err := readUpTo(r, h.MaxBody)
+	if err != nil || !complete {
+		return nil
+	}
+	var gone []string
+	for _, g := range h.Guards {
+		if g.Kind != GuardReference {
+			continue
+		}
+		values, err := conflict.ReferenceValues(body, g.pointer)
+		if err != nil {
+			return nil // not JSON: the upstream will say so
+		}
+		for _, v := range values {
+			p, ok := conflict.ExpandReference(g.Template, v)
+			if !ok {
+				continue
+			}
+			p = cleanPath(p)
+			k := h.relatedKey(r, p)
+			if h.related(r, next, k, p, conflict.State{}) == missing {
+				gone = append(gone, k)
+				if len(gone) == conflict.MaxRelated {
+					return gone
+				}
+			}
+		}
+	}
+	return gone
+}
+
+// afterGuardedWrite keeps what the guards rely on true once a write was
+// answered: after a DELETE succeeded, the resources below it are no longer
+// counted as live (WebDAV deletes a collection with its members), so that a
+// collection created again is not held non-empty by what it once held.
+// Their versions are kept; each is changed under its own write claim, and
+// one that a write holds is left to that write.
+func (h *Handler) afterGuardedWrite(ctx context.Context, r *http.Request, key string, status int) {
+	if r.Method != http.MethodDelete || status < 200 || status >= 300 || !h.hasGuard(GuardChildren) {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	var live []string
+	h.eachLiveChild(ctx, key, func(k string) bool {
+		live = append(live, k)
+		return true
+	})
+	for _, k := range live {
+		lease, snap, err := h.store.Claim(ctx, k, 0)
+		if err != nil {
+			continue
+		}
+		if !snap.Found || !snap.State.Live {
+			lease.Release()
+			continue
+		}
+		s := snap.State
+		s.Live = false
+		_ = lease.Commit(ctx, s)
+	}
+}
+
+// probes collapses concurrent upstream checks of one related resource.
+var probes singleflight.Group
+
+// probeShared asks the upstream whether the resource at path p (key k)
+// exists, once for all the writes that want to know at the same moment,
+// and records what it learned. reason labels the re-read metric.
+func (h *Handler) probeShared(reason string, r *http.Request, next caddyhttp.Handler, k, p string) existence {
+	v, _, _ := probes.Do(h.poolKey+"\x00"+k, func() (any, error) {
+		tok := h.store.ReadStart(k)
+		e, version := h.probe(r, next, p)
+		switch e {
+		case exists:
+			_, _ = h.store.Observe(r.Context(), k, tok, version, false)
+		case missing:
+			_, _ = h.store.Observe(r.Context(), k, tok, "", true)
+		}
+		if ce := h.logger.Check(zap.DebugLevel, "guard asked the upstream"); ce != nil {
+			ce.Write(zap.String("key", k), zap.String("reason", reason), zap.Int("existence", int(e)))
+		}
+		return e, nil
+	})
+	e := v.(existence)
+	if metricsEnabled {
+		result := "ok"
+		if e == unknown {
+			result = "failed"
+		}
+		metrics.rereads.WithLabelValues(reason, result).Inc()
+	}
+	return e
+}
+
+// probe asks the upstream, through the rest of the handler chain, whether
+// the resource at path p exists: HEAD, or GET where HEAD is not allowed.
+// A redirect to p + "/" (how WebDAV servers such as nginx answer for a
+// collection) is followed once. It returns the version the answer carried
+// when it tells one from the headers.
+func (h *Handler) probe(r *http.Request, next caddyhttp.Handler, p string) (existence, string) {
+	followed := false
+	for _, m := range [...]string{http.MethodHead, http.MethodGet} {
+	ask:
+		cw := &capture{header: make(http.Header)}
+		err := next.ServeHTTP(cw, probeRequest(r, m, p))
+		status := cw.status
+		if status == 0 {
+			if err != nil {
+				return unknown, ""
+			}
+			status = http.StatusOK
+		}
+		switch {
+		case status >= 200 && status < 300:
+			v := ""
+			if !h.bodyVersions() {
+				v = h.versionOf(cw.header)
+			}
+			return exists, v
+		case status == http.StatusNotFound || status == http.StatusGone:
+			return missing, ""
+		case status == http.StatusMethodNotAllowed || status == http.StatusNotImplemented:
+			continue
+		case !followed && (status == http.StatusMovedPermanently || status == http.StatusFound ||
+			status == http.StatusTemporaryRedirect || status == http.StatusPermanentRedirect):
+			u, err := r.URL.Parse(cw.header.Get("Location"))
+			if err != nil || (u.Host != "" && !strings.EqualFold(u.Host, r.Host)) || u.Path != p+"/" {
+				return unknown, ""
+			}
+			p, followed = u.Path, true
+			goto ask
+		}
+		return unknown, ""
+	}
+	return unknown, ""
+}
+
+// probeRequest is r turned into a bodiless, unconditional read of path p on
+// the same host, keeping the client's other headers (authorization).
+func probeRequest(r *http.Request, method, p string) *http.Request {
+	req := r.Clone(r.Context())
+	req.Method = method
+	req.URL.Path, req.URL.RawPath, req.URL.RawQuery, req.URL.Fragment = p, "", "", ""
+	req.RequestURI = req.URL.RequestURI()
+	req.Body = http.NoBody
+	req.ContentLength = 0
+	req.GetBody = nil
+	for _, name := range [...]string{"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
+		"If-Range", "If", "Content-Type", "Content-Length", "Content-Encoding", "Expect", "Range", "Destination"} {
+		req.Header.Del(name)
+	}
+	return req
+}
+
+// cleanPath is p as keys hold it.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	return pathClean(p)
+}
+
+var _ = url.Parse

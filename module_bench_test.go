@@ -1,0 +1,123 @@
+package caddyconflict
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// benchHandler is a provisioned handler with the default configuration
+// and a silent logger.
+func benchHandler(b *testing.B) *Handler {
+	b.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	b.Cleanup(cancel)
+	h := new(Handler)
+	if err := h.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = h.Cleanup() })
+	h.logger = zap.NewNop()
+	return h
+}
+
+// upstreamStub answers every request with a small body and a fixed ETag,
+// as reverse_proxy would relay a backend's answer.
+var upstreamStub = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("ETag", `"v1"`)
+	if r.Method != http.MethodGet {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write([]byte(`{"id":1,"title":"hello"}`))
+	return err
+})
+
+// discardWriter is a ResponseWriter that keeps only the status.
+type discardWriter struct {
+	header http.Header
+	status int
+}
+
+func (d *discardWriter) Header() http.Header         { return d.header }
+func (d *discardWriter) WriteHeader(status int)      { d.status = status }
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// benchServe sends req through h once per iteration, with a fresh
+// replacer in the context (as Caddy's server gives each request) when
+// withReplacer is set.
+func benchServe(b *testing.B, h *Handler, req *http.Request, withReplacer bool, want int) {
+	b.Helper()
+	w := &discardWriter{header: make(http.Header)}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.header)
+		w.status = 0
+		repl := caddy.NewReplacer()
+		var ctxRepl *caddy.Replacer
+		if withReplacer {
+			ctxRepl = repl
+		}
+		r := req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, ctxRepl))
+		if err := h.ServeHTTP(w, r, upstreamStub); err != nil {
+			b.Fatal(err)
+		}
+		if w.status != want {
+			b.Fatalf("status %d, want %d", w.status, want)
+		}
+	}
+}
+
+// BenchmarkServeGET is the read path: forward, learn the ETag, set the
+// placeholders. "placeholders=off" runs without a replacer, so the
+// difference is the cost of the placeholders.
+func BenchmarkServeGET(b *testing.B) {
+	for _, c := range []struct {
+		name         string
+		placeholders bool
+		metrics      bool
+	}{
+		{"placeholders=on/metrics=on", true, true},
+		{"placeholders=off/metrics=on", false, true},
+		{"placeholders=on/metrics=off", true, false},
+		{"placeholders=off/metrics=off", false, false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			defer setMetricsEnabled(c.metrics)()
+			h := benchHandler(b)
+			req := httptest.NewRequest(http.MethodGet, "http://example.com/articles/1", nil)
+			benchServe(b, h, req, c.placeholders, http.StatusOK)
+		})
+	}
+}
+
+// BenchmarkServePUT is a forwarded write: claim, decide, forward, commit;
+// with metrics it also counts the decision and times the claim.
+func BenchmarkServePUT(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		metrics bool
+	}{
+		{"metrics=on", true},
+		{"metrics=off", false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			defer setMetricsEnabled(c.metrics)()
+			h := benchHandler(b)
+			get := httptest.NewRequest(http.MethodGet, "http://example.com/articles/2", nil)
+			if err := h.ServeHTTP(&discardWriter{header: make(http.Header)}, get, upstreamStub); err != nil {
+				b.Fatal(err)
+			}
+			put := httptest.NewRequest(http.MethodPut, "http://example.com/articles/2", nil)
+			put.Header.Set("If-Match", `"v1"`)
+			benchServe(b, h, put, true, http.StatusNoContent)
+		})
+	}
+}
