@@ -95,8 +95,17 @@ func (s State) AfterWrite(based []string, r WriteResult) State {
 	if r.Method == http.MethodDelete {
 		return State{Deleted: true, Superseded: sup}
 	}
+	v := r.Version
+	for _, b := range based {
+		if v != "" && SameVersion(v, b) {
+			// The write changed the resource but not its validator (nginx's
+			// mtime-size ETag, a one-second Last-Modified): the validator no
+			// longer names one state, so the current version is unknown.
+			v = ""
+		}
+	}
 	// A 3xx did not show that the resource exists.
-	return State{Version: r.Version, Superseded: without(sup, r.Version), Live: r.Status < 300}
+	return State{Version: v, Superseded: without(sup, v), Live: r.Status < 300}
 }
 
 func (s State) clone() State {

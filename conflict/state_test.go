@@ -47,6 +47,8 @@ func TestStateTransitions(t *testing.T) {
 		{"client gone is uncertain", v1.AfterWrite(nil, WriteResult{Method: "PUT", Status: 499}),
 			State{Version: `"v1"`, Uncertain: true}},
 		{"other 4xx changes nothing", v1.AfterWrite(nil, WriteResult{Method: "PUT", Status: http.StatusBadRequest}), v1},
+		{"write whose response repeats the based-on version", v1.AfterWrite([]string{`"v1"`}, WriteResult{Method: "PUT", Status: 200, Version: `W/"v1"`}),
+			State{Superseded: []string{"v1"}, Live: true}},
 		{"changed by another method", v1.Changed(), State{Superseded: []string{"v1"}}},
 		{"changed is not live (MOVE source)", live.Changed(), State{Superseded: []string{"v1"}}},
 		{"other 4xx keeps liveness", live.AfterWrite(nil, WriteResult{Method: "PUT", Status: 422}), live},

@@ -378,3 +378,24 @@ func TestPostLocation(t *testing.T) {
 		})
 	}
 }
+
+// TestLastModified: with `version last_modified` the claim is
+// If-Unmodified-Since, compared as a date.
+func TestLastModified(t *testing.T) {
+	up := startLegacy(t, map[string][]map[string]any{"items": {{"id": 1, "n": 0}}})
+	startCaddy(t, site("conflict {\n\t\tversion last_modified\n\t\trequire precondition\n\t}", up))
+	g := do(t, nil, "GET", "/items/1", nil)
+	lm := g.header.Get("Last-Modified")
+	if lm == "" {
+		t.Fatal("the legacy API sent no Last-Modified")
+	}
+	expectProblem(t, do(t, nil, "PUT", "/items/1", `{"id":1,"n":1}`), 428, "precondition-required")
+	expectProblem(t, do(t, nil, "PUT", "/items/1", `{"id":1,"n":1}`, "If-Unmodified-Since: yesterday"), 400, "invalid-precondition")
+	expectStatus(t, do(t, nil, "PUT", "/items/1", `{"id":1,"n":1}`, "If-Unmodified-Since: "+lm), 200, "first write")
+	// The second write read the same state: it is stale, even if the new
+	// Last-Modified falls in the same second as the old one.
+	p := expectProblem(t, do(t, nil, "PUT", "/items/1", `{"id":1,"n":2}`, "If-Unmodified-Since: "+lm), 409, "stale-version")
+	if pv, _ := p["provided_versions"].([]any); len(pv) != 1 || pv[0] != lm {
+		t.Errorf("provided_versions = %v, want [%s]", p["provided_versions"], lm)
+	}
+}
