@@ -44,6 +44,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    preflight
 //	    verify
 //	    store        memory
+//	    history      <n> [<size>]                # last n JSON representations per key (size default 16MiB)
+//	    include_current                          # stale-version problems carry the current representation
+//	    merge        auto                        # rebase stale JSON writes that do not overlap
+//	    guard        parent | children | reference <pointer> <template>   # several allowed
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -178,6 +182,25 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				h.Verify = true
 			}
+		case "guard":
+			if len(args) == 0 {
+				return d.Errf("guard: expected parent, children or reference <pointer> <template>")
+			}
+			g := Guard{Kind: args[0]}
+			switch args[0] {
+			case GuardParent, GuardChildren:
+				if len(args) != 1 {
+					return d.Errf("guard: %s takes no argument", args[0])
+				}
+			case GuardReference:
+				if len(args) != 3 {
+					return d.Errf("guard: reference needs a JSON pointer and a path template, such as /categoryId /categories/{value}")
+				}
+				g.Pointer, g.Template = args[1], args[2]
+			default:
+				return d.Errf("guard: unknown kind %q (parent, children or reference <pointer> <template>)", args[0])
+			}
+			h.Guards = append(h.Guards, g)
 		case "store":
 			if len(args) != 1 {
 				return d.Errf("store: expected memory or redis")
@@ -187,6 +210,35 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("store: %v", err)
 			}
 			h.StoreRaw = caddyconfig.JSONModuleObject(mod, "type", args[0], nil)
+		case "history":
+			if len(args) < 1 || len(args) > 2 {
+				return d.Errf("history: expected the number of representations per key and a size, such as history 8 16MiB")
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 1 {
+				return d.Errf("history: %q is not a number of representations (1 or more)", args[0])
+			}
+			h.History = &HistoryConfig{Count: n}
+			if len(args) == 2 {
+				size, err := humanize.ParseBytes(args[1])
+				if err != nil || size == 0 || size > 1<<50 {
+					return d.Errf("history: invalid size %q (for example 16MiB)", args[1])
+				}
+				h.History.Size = int64(size)
+			}
+		case "include_current":
+			if err := need(0); err != nil {
+				return err
+			}
+			h.IncludeCurrent = true
+		case "merge":
+			if err := need(1); err != nil {
+				return err
+			}
+			if args[0] != "auto" {
+				return d.Errf("merge: must be auto, got %q", args[0])
+			}
+			h.Merge = args[0]
 		default:
 			return d.Errf("unrecognized conflict sub-directive %q", name)
 		}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
+	"path"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -104,19 +104,15 @@ func (h *Handler) checkGuards(r *http.Request, next caddyhttp.Handler, key strin
 			if !ok {
 				continue
 			}
-			if pp == p {
-				// A POST's parent is its own key, whose state the caller holds.
-				if s.IsGone() && (!h.Verify || h.related(r, next, key, pp, s) == missing) {
-					return conflict.KindParentMissing, []string{key}
-				}
-				continue
+			pk, held := h.relatedKey(r, pp), (*conflict.State)(nil)
+			if pk == key {
+				held = &s // a POST's parent is its own key, whose state the caller holds
 			}
-			pk := h.relatedKey(r, pp)
-			if h.related(r, next, pk, pp, conflict.State{}) == missing {
+			if h.related(r, next, pk, pp, held) == missing {
 				return conflict.KindParentMissing, []string{pk}
 			}
 		case g.Kind == GuardChildren && r.Method == http.MethodDelete:
-			if live := h.liveChildren(r, next, key); len(live) > 0 {
+			if live := h.liveChildren(r, next, p); len(live) > 0 {
 				return conflict.KindNotEmpty, live
 			}
 		}
@@ -162,13 +158,14 @@ const (
 
 // related tells whether the resource at path p (key k) exists. The store
 // answers first; a tombstone is confirmed with the upstream under `verify`,
-// and an unknown resource is asked about under `preflight`. s is the state
-// when the caller holds it already (a POST's own key), else the store's.
-func (h *Handler) related(r *http.Request, next caddyhttp.Handler, k, p string, s conflict.State) existence {
-	if s == (conflict.State{}) || s.Superseded != nil {
-		if got, found, err := h.store.Get(r.Context(), k); err == nil && found {
-			s = got
-		}
+// and an unknown resource is asked about under `preflight`. held is k's
+// state when the caller holds k's write claim, else nil.
+func (h *Handler) related(r *http.Request, next caddyhttp.Handler, k, p string, held *conflict.State) existence {
+	var s conflict.State
+	if held != nil {
+		s = *held
+	} else if got, found, err := h.store.Get(r.Context(), k); err == nil && found {
+		s = got
 	}
 	switch {
 	case s.IsGone():
@@ -184,23 +181,23 @@ func (h *Handler) related(r *http.Request, next caddyhttp.Handler, k, p string, 
 	return unknown
 }
 
-// liveChildren lists up to conflict.MaxRelated keys below key that the
+// liveChildren lists up to conflict.MaxRelated keys below path p that the
 // proxy saw exist and not deleted since. Under `verify` each is confirmed
 // with the upstream, and only those that still exist are named.
-func (h *Handler) liveChildren(r *http.Request, next caddyhttp.Handler, key string) []string {
+func (h *Handler) liveChildren(r *http.Request, next caddyhttp.Handler, p string) []string {
+	base := h.relatedKey(r, p)
 	var live []string
-	h.eachLiveChild(r.Context(), key, func(k string) bool {
+	h.eachLiveChild(r.Context(), base, func(k string) bool {
 		live = append(live, k)
 		return len(live) < conflict.MaxRelated
 	})
 	if !h.Verify || len(live) == 0 {
 		return live
 	}
-	host, _, _ := strings.Cut(key, "/")
 	confirmed := live[:0]
 	for _, k := range live {
-		// A key below the default key of r's path is host + path.
-		if h.probeShared(rereadVerify, r, next, k, strings.TrimPrefix(k, host)) == exists {
+		// A key below base is base's host, then the path.
+		if h.probeShared(rereadVerify, r, next, k, k[strings.IndexByte(k, '/'):]) == exists {
 			confirmed = append(confirmed, k)
 		}
 	}
@@ -260,7 +257,7 @@ func (h *Handler) missingReferences(r *http.Request, next caddyhttp.Handler) []s
 			}
 			p = cleanPath(p)
 			k := h.relatedKey(r, p)
-			if h.related(r, next, k, p, conflict.State{}) == missing {
+			if h.related(r, next, k, p, nil) == missing {
 				gone = append(gone, k)
 				if len(gone) == conflict.MaxRelated {
 					return gone
@@ -277,13 +274,13 @@ func (h *Handler) missingReferences(r *http.Request, next caddyhttp.Handler) []s
 // collection created again is not held non-empty by what it once held.
 // Their versions are kept; each is changed under its own write claim, and
 // one that a write holds is left to that write.
-func (h *Handler) afterGuardedWrite(ctx context.Context, r *http.Request, key string, status int) {
+func (h *Handler) afterGuardedWrite(ctx context.Context, r *http.Request, status int) {
 	if r.Method != http.MethodDelete || status < 200 || status >= 300 || !h.hasGuard(GuardChildren) {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
 	var live []string
-	h.eachLiveChild(ctx, key, func(k string) bool {
+	h.eachLiveChild(ctx, h.relatedKey(r, cleanPath(r.URL.Path)), func(k string) bool {
 		live = append(live, k)
 		return true
 	})
@@ -342,39 +339,50 @@ func (h *Handler) probeShared(reason string, r *http.Request, next caddyhttp.Han
 func (h *Handler) probe(r *http.Request, next caddyhttp.Handler, p string) (existence, string) {
 	followed := false
 	for _, m := range [...]string{http.MethodHead, http.MethodGet} {
-	ask:
-		cw := &capture{header: make(http.Header)}
-		err := next.ServeHTTP(cw, probeRequest(r, m, p))
-		status := cw.status
-		if status == 0 {
-			if err != nil {
-				return unknown, ""
+		status, hdr, ok := h.ask(r, next, m, p)
+		if ok && !followed && isRedirect(status) {
+			if u, err := r.URL.Parse(hdr.Get("Location")); err == nil && u.Path == p+"/" &&
+				(u.Host == "" || strings.EqualFold(u.Host, r.Host)) {
+				p, followed = u.Path, true
+				status, hdr, ok = h.ask(r, next, m, p)
 			}
-			status = http.StatusOK
 		}
 		switch {
+		case !ok:
+			return unknown, ""
 		case status >= 200 && status < 300:
-			v := ""
-			if !h.bodyVersions() {
-				v = h.versionOf(cw.header)
+			if h.bodyVersions() {
+				return exists, "" // the version is in a body the probe does not read
 			}
-			return exists, v
+			return exists, h.versionOf(hdr)
 		case status == http.StatusNotFound || status == http.StatusGone:
 			return missing, ""
 		case status == http.StatusMethodNotAllowed || status == http.StatusNotImplemented:
 			continue
-		case !followed && (status == http.StatusMovedPermanently || status == http.StatusFound ||
-			status == http.StatusTemporaryRedirect || status == http.StatusPermanentRedirect):
-			u, err := r.URL.Parse(cw.header.Get("Location"))
-			if err != nil || (u.Host != "" && !strings.EqualFold(u.Host, r.Host)) || u.Path != p+"/" {
-				return unknown, ""
-			}
-			p, followed = u.Path, true
-			goto ask
 		}
 		return unknown, ""
 	}
 	return unknown, ""
+}
+
+// ask sends one probe request through next and returns the status and
+// header of the answer (the body is discarded); ok is false when no answer
+// came.
+func (h *Handler) ask(r *http.Request, next caddyhttp.Handler, method, p string) (int, http.Header, bool) {
+	cw := &capture{header: make(http.Header)}
+	err := next.ServeHTTP(cw, probeRequest(r, method, p))
+	if cw.status == 0 {
+		return http.StatusOK, cw.header, err == nil
+	}
+	return cw.status, cw.header, true
+}
+
+func isRedirect(status int) bool {
+	switch status {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return true
+	}
+	return false
 }
 
 // probeRequest is r turned into a bodiless, unconditional read of path p on
@@ -399,7 +407,5 @@ func cleanPath(p string) string {
 	if p == "" {
 		return "/"
 	}
-	return pathClean(p)
+	return path.Clean(p)
 }
-
-var _ = url.Parse

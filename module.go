@@ -83,6 +83,19 @@ type Handler struct {
 	Verify bool `json:"verify,omitempty"`
 	// StoreRaw selects the version table: memory (default) or redis.
 	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.conflict.stores inline_key=type"`
+	// Guards are relations between resources that writes must not break
+	// (`guard parent`, `guard children`, `guard reference`); see guards.go.
+	Guards []Guard `json:"guards,omitempty"`
+	// History keeps per key the last JSON representations seen, so that a
+	// stale-version problem can say what changed since the client's
+	// version; see merge.go. Off by default.
+	History *HistoryConfig `json:"history,omitempty"`
+	// IncludeCurrent adds the current representation to stale-version
+	// problems (needs History).
+	IncludeCurrent bool `json:"include_current,omitempty"`
+	// Merge is "auto" to rebase stale JSON writes whose changes do not
+	// overlap the changes since their base (needs History).
+	Merge string `json:"merge,omitempty"`
 
 	methods            map[string]bool
 	normalize          [600]bool
@@ -93,6 +106,8 @@ type Handler struct {
 	defaultKey         bool
 	report             bool
 	poolKey            string
+	history            *versioncache.History
+	historyPoolKey     string
 	store              versioncache.Store
 	rejectOnStoreError bool
 	logger             *zap.Logger
@@ -181,6 +196,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
+	h.provisionGuards()
 	switch h.Version.Source {
 	case "etag":
 		h.scheme = conflict.SchemeETag
@@ -232,7 +248,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.poolKey = key
 	h.store = val.(pooledStore).Store
-	return nil
+	return h.provisionHistory()
 }
 
 // Validate checks the configuration; each error names the sub-directive.
@@ -292,16 +308,23 @@ func (h *Handler) Validate() error {
 	if h.Mode != "" && h.Mode != "enforce" && h.Mode != "report" {
 		return fmt.Errorf("conflict: mode: must be enforce or report, got %q", h.Mode)
 	}
+	if err := h.validateGuards(); err != nil {
+		return err
+	}
+	if err := h.validateMerge(); err != nil {
+		return err
+	}
 	return nil
 }
 
 // Cleanup releases the version table; the last handler using it closes it.
 func (h *Handler) Cleanup() error {
+	herr := h.cleanupHistory()
 	if h.poolKey == "" {
-		return nil
+		return herr
 	}
 	_, err := stores.Delete(h.poolKey)
-	return err
+	return errors.Join(err, herr)
 }
 
 // ServeHTTP guards writes and learns versions from every response.
@@ -384,6 +407,9 @@ func (h *Handler) serveRead(w http.ResponseWriter, r *http.Request, next caddyht
 			break // no body to take the version from: keep what a GET learned
 		}
 		_, _ = h.store.Observe(r.Context(), key, tok, v, false)
+		if h.history != nil && err == nil {
+			h.remember(key, ow)
+		}
 	case ow.status == http.StatusNotFound || ow.status == http.StatusGone:
 		_, _ = h.store.Observe(r.Context(), key, tok, "", true)
 	}
@@ -461,7 +487,7 @@ func (h *Handler) learnLocation(ctx context.Context, r *http.Request, ow *observ
 		h.changed(ctx, k)
 		return
 	}
-	_ = h.store.Record(ctx, k, conflict.State{Version: ow.version})
+	_ = h.store.Record(ctx, k, conflict.State{Version: ow.version, Live: true})
 }
 
 // serveWrite decides on a guarded write and, if it may pass, forwards it
@@ -500,9 +526,21 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 			setPlaceholders(repl, "aborted", "")
 			return caddyhttp.Error(499, ctx.Err())
 		}
-		setPlaceholders(repl, string(conflict.KindStoreUnavailable), "")
-		countStoreError("rejected")
-		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("conflict: store: %w", cerr))
+		// The shared store cannot be reached (SPEC "Scaling out"):
+		// on_store_error says whether the write is rejected or passes
+		// unchecked.
+		if h.rejectOnStoreError && h.reject(w, r, key, repl, conflict.KindStoreUnavailable, http.StatusServiceUnavailable,
+			"The version store cannot be reached, so this write cannot be checked; retry shortly.", conflict.State{}, claim) {
+			countStoreError("rejected")
+			return nil
+		}
+		countStoreError("forwarded")
+		setPlaceholders(repl, "forwarded", "")
+		if ce := h.logger.Check(zap.DebugLevel, "write forwarded unchecked: version store unavailable"); ce != nil {
+			ce.Write(zap.String("key", key), zap.String("method", r.Method), zap.Error(cerr))
+		}
+		_, err = h.forward(w, r, next)
+		return err
 	}
 
 	state := snap.State
@@ -510,7 +548,11 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 	release := func(s conflict.State) {
 		if !committed {
 			committed = true
-			_ = lease.Commit(context.WithoutCancel(ctx), s)
+			if err := lease.Commit(context.WithoutCancel(ctx), s); err != nil {
+				// The claim is left to its lease (or was lost): the next
+				// write finds the key uncertain and re-reads it.
+				h.logger.Warn("recording a write's outcome failed", zap.String("key", key), zap.Error(err))
+			}
 		}
 	}
 	defer func() {
@@ -540,6 +582,13 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 		}
 	}
 
+	if kind, related := h.checkGuards(r, next, key, state); kind != "" {
+		if h.reject(w, r, key, repl, kind, http.StatusConflict, guardDetail(kind, related), state, claim, related...) {
+			release(state)
+			return nil
+		}
+	}
+
 	d := conflict.Decide(state, claim, h.policy)
 	if !d.Forward() && h.Verify && (d.Kind == conflict.KindStaleVersion || d.Kind == conflict.KindDeleted) {
 		if s, ok := h.rereadFor(rereadVerify, r, next, state); ok {
@@ -547,13 +596,16 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 			d = conflict.Decide(state, claim, h.policy)
 		}
 	}
+	if d.Kind == conflict.KindStaleVersion && h.history != nil && h.rebase(w, r, next, key, repl, state, claim) {
+		d = conflict.Decision{} // rebased onto the current version (merge auto): forwarded as merged
+	}
 	if !d.Forward() {
 		detail := detailFor(d.Kind, claim, h.Version)
 		if h.reject(w, r, key, repl, d.Kind, d.Status, detail, state, claim) {
 			release(state)
 			return nil
 		}
-	} else if w.Header().Get("Conflict-Report") == "" { // else reported already (mode report)
+	} else if w.Header().Get("Conflict-Report") == "" && w.Header().Get("Conflict-Merged") == "" { // else reported or merged
 		setPlaceholders(repl, "forwarded", quoteOrEmpty(state.Version))
 		countDecision("forwarded")
 		if ce := h.logger.Check(zap.DebugLevel, "write forwarded"); ce != nil {
@@ -568,10 +620,14 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 	if r.Method == http.MethodPost {
 		result.Version = "" // a POST's version belongs to the resource it created (Location)
 	}
+	if h.history != nil && err == nil {
+		h.rememberWrite(key, r, ow) // before the claim is released: the next write may merge onto it
+	}
 	release(state.AfterWrite(based, result))
 	if r.Method == http.MethodPost && ow.status >= 200 && ow.status < 300 {
 		h.learnLocation(ctx, r, ow)
 	}
+	h.afterGuardedWrite(ctx, r, ow.status)
 	return err
 }
 
@@ -598,7 +654,7 @@ func basedOn(s conflict.State, c conflict.Claim) []string {
 // the response and lets the write through. It reports whether the request
 // was answered.
 func (h *Handler) reject(w http.ResponseWriter, r *http.Request, key string, repl *caddy.Replacer,
-	kind conflict.Kind, status int, detail string, s conflict.State, c conflict.Claim) bool {
+	kind conflict.Kind, status int, detail string, s conflict.State, c conflict.Claim, related ...string) bool {
 	if repl != nil {
 		repl.Set("http.conflict.current_version", quoteOrEmpty(s.Version))
 	}
@@ -624,6 +680,7 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, key string, rep
 	p := conflict.NewProblem(h.ProblemBase, kind, status, detail)
 	p.Instance = r.URL.Path
 	p.Resource = r.URL.Path
+	p.Related = related
 	hdr := w.Header()
 	switch kind {
 	case conflict.KindStaleVersion, conflict.KindAlreadyExists:
@@ -637,9 +694,14 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, key string, rep
 		if c.Kind == conflict.ClaimDate {
 			p.ProvidedVersions = []string{c.Date.UTC().Format(http.TimeFormat)}
 		}
+		if kind == conflict.KindStaleVersion && h.history != nil {
+			h.mergeHelp(p, r, key, s, c)
+		}
 	case conflict.KindWriteInProgress:
 		secs := int(time.Duration(h.LockTimeout).Seconds())
 		hdr.Set("Retry-After", strconv.Itoa(max(1, min(secs, 5))))
+	case conflict.KindStoreUnavailable:
+		hdr.Set("Retry-After", strconv.Itoa(int(versioncache.RedisRetryAfter.Seconds())))
 	}
 	writeProblem(w, r, p)
 	return true

@@ -37,6 +37,9 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // completes a buffered rewrite.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (*observer, error) {
 	h.narrowAcceptEncoding(r)
+	if h.history != nil {
+		w = h.recordInto(w, r) // history: copy JSON representations as they stream (merge.go)
+	}
 	ow := &observer{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h, req: r}
 	if !h.bodyVersions() {
 		err := next.ServeHTTP(ow, r)

@@ -45,6 +45,9 @@ import (
 //go:embed wrk/*.lua
 var scripts embed.FS
 
+// client keeps its connections: the learning GETs would otherwise leave thousands in TIME_WAIT.
+var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}, Timeout: 30 * time.Second}
+
 // Ids of the documents each workload uses. Writes of different configurations go to disjoint ids: the
 // upstream is shared, and a write by A behind B's back would make B's versions stale.
 const (
@@ -117,13 +120,15 @@ type options struct {
 	out        string
 	cpuprofile string
 	keep       bool
+	workloads  string
+	configs    string
 }
 
 func main() {
 	var o options
 	flag.BoolVar(&o.smoke, "smoke", false, "short runs that only check correctness (for CI)")
-	flag.IntVar(&o.rounds, "rounds", 5, "rounds: each runs every workload on every configuration")
-	flag.DurationVar(&o.duration, "duration", 3*time.Second, "length of one wrk run (whole seconds)")
+	flag.IntVar(&o.rounds, "rounds", 6, "rounds: each runs every workload on every configuration")
+	flag.DurationVar(&o.duration, "duration", 2*time.Second, "length of one wrk run (whole seconds)")
 	flag.IntVar(&o.conns, "c", 32, "wrk connections for the loaded workloads")
 	flag.IntVar(&o.fill, "fill", 1_000_000, "distinct keys read through B after the rounds to measure its memory (0: skip)")
 	flag.IntVar(&o.putKeys, "put-keys", 10_000, "ids the uncontended PUT workload spreads over")
@@ -131,6 +136,8 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "directory: in round 1, save a CPU profile of every Caddy during every run")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (Caddy logs, scripts)")
+	flag.StringVar(&o.workloads, "workloads", "", "comma-separated workloads to run (default: all)")
+	flag.StringVar(&o.configs, "configs", "", "comma-separated configurations to run (default: all; for profiling)")
 	flag.Parse()
 	if o.smoke {
 		if !isSet("rounds") {
@@ -140,7 +147,7 @@ func main() {
 			o.duration = 2 * time.Second
 		}
 		if !isSet("fill") {
-			o.fill = 20_000
+			o.fill = 5_000
 		}
 		if !isSet("put-keys") {
 			o.putKeys = 1000
@@ -231,7 +238,7 @@ func (b *bench) main(ctx context.Context) error {
 			for i := range b.configs {
 				// Rotate the order from round to round and workload to workload.
 				c := b.configs[(i+round+wi)%len(b.configs)]
-				r, err := b.runWrk(ctx, w, c, round, b.opt.duration, 0, w.conns)
+				r, err := b.runWrk(ctx, w, c, round, b.opt.duration, w.conns)
 				if err != nil {
 					return err
 				}
@@ -274,6 +281,9 @@ func (b *bench) setup() {
 	for i, c := range b.configs {
 		c.idx = i + 1
 	}
+	if b.opt.configs != "" {
+		b.configs = slices.DeleteFunc(b.configs, func(c *config) bool { return !slices.Contains(strings.Split(b.opt.configs, ","), c.name) })
+	}
 	get := map[int]bool{200: true}
 	put := map[int]bool{200: true, 204: true} // 200: the GET that learns a document's first ETag
 	b.works = []*workload{
@@ -288,6 +298,9 @@ func (b *bench) setup() {
 		{name: "put-contended", title: "PUT with If-Match, 8 keys, retried with the ETag of a 409", script: "put.lua",
 			conns: b.opt.conns, must409: true, allowed: map[int]bool{200: true, 204: true, 409: true},
 			ids: func(c *config) (int, int) { return c.idx*writeIDs + contendedIDs, 8 }},
+	}
+	if b.opt.workloads != "" {
+		b.works = slices.DeleteFunc(b.works, func(w *workload) bool { return !slices.Contains(strings.Split(b.opt.workloads, ","), w.name) })
 	}
 }
 
@@ -422,40 +435,98 @@ http://127.0.0.1:%d {
 	return nil
 }
 
-// warmUp gives every Caddy a second of load and lets the PUT workloads learn the ETags of their
-// documents (one GET each), so that the measured PUT runs are PUTs.
+// warmUp gives every Caddy a second of load and reads every document of the PUT workloads once
+// through it: the proxy learns their versions, and the ETags go into the state file the Lua script
+// starts from, so that the measured PUT runs are PUTs with the right If-Match from their first request.
 func (b *bench) warmUp(ctx context.Context) error {
 	for _, c := range b.configs {
 		for _, w := range b.works {
-			if w.script != "put.lua" && w.name != "get-hot" {
-				continue
+			switch {
+			case w.name == "get-hot":
+				r, err := b.runWrk(ctx, w, c, 0, time.Second, w.conns)
+				if err != nil {
+					return err
+				}
+				b.check(r)
+			case w.script == "put.lua":
+				if err := b.learn(ctx, w, c); err != nil {
+					return err
+				}
 			}
-			_, n := w.ids(c)
-			limit := 0
-			d := time.Second
-			if w.script == "put.lua" {
-				limit, d = n, 10*time.Minute
-			}
-			r, err := b.runWrk(ctx, w, c, 0, d, limit, w.conns)
-			if err != nil {
-				return err
-			}
-			b.check(r)
 		}
 	}
 	b.logf("warmed up")
 	return nil
 }
 
+// learn GETs the documents of a PUT workload through c and writes their ETags to the state file.
+func (b *bench) learn(ctx context.Context, w *workload, c *config) error {
+	base, n := w.ids(c)
+	tags := make([]string, n)
+	errs := make(chan error, 16)
+	next := make(chan int)
+	go func() {
+		defer close(next)
+		for i := range n {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for range 16 {
+		go func() {
+			var err error
+			for i := range next {
+				if err != nil {
+					continue
+				}
+				var resp *http.Response
+				resp, err = client.Get(fmt.Sprintf("http://127.0.0.1:%d/docs/%d", c.port, base+i))
+				if err != nil {
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if tags[i] = resp.Header.Get("ETag"); resp.StatusCode != http.StatusOK || tags[i] == "" {
+					err = fmt.Errorf("learn: GET %s /docs/%d: %s, ETag %q", c.name, base+i, resp.Status, tags[i])
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 16 {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	var buf bytes.Buffer
+	for i, tag := range tags {
+		// "<id>-<version>" (-gzip): the Lua script keeps the newest version of each id.
+		_, v, _ := strings.Cut(strings.Trim(tag, `"`), "-")
+		v, _, _ = strings.Cut(v, "-")
+		fmt.Fprintf(&buf, "%d\t%s\t%s\n", base+i, v, tag)
+	}
+	return os.WriteFile(b.stateFile(w, c), buf.Bytes(), 0o644)
+}
+
 func (b *bench) stateFile(w *workload, c *config) string {
 	return filepath.Join(b.dir, fmt.Sprintf("etags-%s-%s.tsv", w.name, c.name))
 }
 
-func (b *bench) runWrk(ctx context.Context, w *workload, c *config, round int, d time.Duration, limit, conns int) (*run, error) {
+func (b *bench) runWrk(ctx context.Context, w *workload, c *config, round int, d time.Duration, conns int) (*run, error) {
+	return b.runWrkFrom(ctx, w, c, round, d, conns, true)
+}
+
+// runWrkFrom runs wrk once; resetRSS false keeps the peak RSS of the previous run.
+func (b *bench) runWrkFrom(ctx context.Context, w *workload, c *config, round int, d time.Duration, conns int, resetRSS bool) (*run, error) {
 	base, n := w.ids(c)
 	r := &run{w: w, c: c, round: round}
 	pid := c.cmd.Process.Pid
-	r.rssCumulative = !resetPeakRSS(pid)
+	if resetRSS {
+		r.rssCumulative = !resetPeakRSS(pid)
+	}
 	cpu0 := cpuTime(pid)
 
 	var profile chan error
@@ -468,7 +539,7 @@ func (b *bench) runWrk(ctx context.Context, w *workload, c *config, round int, d
 	seed := time.Now().UnixNano() % 1_000_000_007
 	args := []string{"-t1", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "--timeout", "10s",
 		"-s", filepath.Join(b.dir, w.script), fmt.Sprintf("http://127.0.0.1:%d", c.port), "--",
-		strconv.Itoa(base), strconv.Itoa(n), strconv.Itoa(limit), strconv.FormatInt(seed, 10), b.stateFile(w, c)}
+		strconv.Itoa(base), strconv.Itoa(n), strconv.FormatInt(seed, 10), b.stateFile(w, c)}
 	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("wrk %s: %w\n%s", strings.Join(args, " "), err, out)
@@ -569,21 +640,31 @@ func (b *bench) check(r *run) {
 // memoryFill reads -fill distinct keys through B, each once, and records B's peak RSS: the version
 // table must stay within cache_size whatever the number of keys.
 func (b *bench) memoryFill(ctx context.Context) error {
-	var c *config
-	for _, x := range b.configs {
-		if x.name == "B" {
-			c = x
-		}
+	c := b.config("B")
+	if c == nil {
+		return nil
 	}
-	w := &workload{name: "fill", script: "get.lua", conns: b.opt.conns, allowed: map[int]bool{200: true},
-		ids: func(*config) (int, int) { return fillIDs, b.opt.fill }}
 	b.logf("memory: reading %d distinct keys through B", b.opt.fill)
-	r, err := b.runWrk(ctx, w, c, -1, time.Hour, b.opt.fill, w.conns)
-	if err != nil {
-		return err
+	// wrk runs for a time, not a number of requests: walk the ids in chunks until enough were read.
+	total := &run{w: &workload{name: "fill"}, c: c, round: -1}
+	resetPeakRSS(c.cmd.Process.Pid)
+	chunk := 2 * time.Second
+	for total.requests < b.opt.fill {
+		base := fillIDs + total.requests
+		w := &workload{name: "fill", script: "get.lua", conns: b.opt.conns, allowed: map[int]bool{200: true},
+			ids: func(*config) (int, int) { return base, 1 << 40 }}
+		r, err := b.runWrkFrom(ctx, w, c, -1, chunk, w.conns, false)
+		if err != nil {
+			return err
+		}
+		b.check(r)
+		total.requests += r.requests
+		total.seconds += r.seconds
+		total.hwm = r.hwm
+		left := time.Duration(float64(b.opt.fill-total.requests) / r.rps() * float64(time.Second))
+		chunk = min(max(left+time.Second, time.Second), 30*time.Second).Truncate(time.Second)
 	}
-	b.check(r)
-	b.fillRun = r
+	r := total
 	b.fillRSS = rss(c.cmd.Process.Pid)
 	b.logf("memory: %d requests at %.0f req/s, B peak RSS %s, RSS now %s", r.requests, r.rps(), mib(r.hwm), mib(b.fillRSS))
 	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.admin)); err == nil {
@@ -698,6 +779,24 @@ func median(xs []float64) float64 {
 
 func us(d float64) string { return fmt.Sprintf("%.0f µs", d) }
 
+func (b *bench) config(name string) *config {
+	for _, c := range b.configs {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func (b *bench) workload(name string) *workload {
+	for _, w := range b.works {
+		if w.name == name {
+			return w
+		}
+	}
+	return nil
+}
+
 func (b *bench) find(w *workload, c string, round int) *run {
 	for _, r := range b.runs {
 		if r.w == w && r.c.name == c && r.round == round {
@@ -717,8 +816,8 @@ func (b *bench) series(w *workload, c string, f func(*run) float64) []float64 {
 	return xs
 }
 
-// paired is the median over rounds of f(run of c, run of its baseline) within the same round.
-func (b *bench) paired(w *workload, c *config, f func(x, base *run) float64) float64 {
+// pairs are f(run of c, run of its baseline) within each round.
+func (b *bench) pairs(w *workload, c *config, f func(x, base *run) float64) []float64 {
 	var xs []float64
 	for round := 1; round <= b.opt.rounds; round++ {
 		x, base := b.find(w, c.name, round), b.find(w, c.baseline, round)
@@ -726,7 +825,21 @@ func (b *bench) paired(w *workload, c *config, f func(x, base *run) float64) flo
 			xs = append(xs, f(x, base))
 		}
 	}
-	return median(xs)
+	return xs
+}
+
+// paired is the median over rounds of f(run of c, run of its baseline) within the same round.
+func (b *bench) paired(w *workload, c *config, f func(x, base *run) float64) float64 {
+	return median(b.pairs(w, c, f))
+}
+
+// spread is the median and the range of the per-round ratios.
+func (b *bench) spread(w *workload, c *config, f func(x, base *run) float64) string {
+	xs := b.pairs(w, c, f)
+	if len(xs) < 2 {
+		return fmt.Sprintf("%.3f", median(xs))
+	}
+	return fmt.Sprintf("%.3f (%.2f–%.2f)", median(xs), slices.Min(xs), slices.Max(xs))
 }
 
 func (b *bench) peak(w *workload, c string) int64 {
@@ -777,7 +890,8 @@ func (b *bench) report() string {
 				us(median(cpu)), mib(b.peak(w, c.name)), statuses(st))
 		}
 	}
-	p("\nRatios within each round, median over rounds (B against A, C against A-gzip):\n\n")
+	p("\nRatios and differences within each round, median over rounds (req/s: median and range over rounds;\n")
+	p("B against A, C against A-gzip):\n\n")
 	p("| workload | B/A req/s | B−A p50 | B−A p99 | B−A CPU/req | C/A-gzip req/s | C−(A-gzip) p50 | C−(A-gzip) p99 | C−(A-gzip) CPU/req |\n")
 	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	ratio := func(x, base *run) float64 { return x.rps() / base.rps() }
@@ -786,17 +900,16 @@ func (b *bench) report() string {
 	dcpu := func(x, base *run) float64 {
 		return float64((x.cpuPerRequest() - base.cpuPerRequest()).Nanoseconds()) / 1e3
 	}
-	B, C := b.configs[1], b.configs[3]
-	for _, w := range b.works {
-		if b.find(w, "B", 1) == nil {
-			continue
+	cells := func(w *workload, c *config) string {
+		if c == nil {
+			return "| | | |"
 		}
-		p("| %s | %.3f | %s | %s | %s | %.3f | %s | %s | %s |\n", w.name,
-			b.paired(w, B, ratio), us(b.paired(w, B, d50)), us(b.paired(w, B, d99)), us(b.paired(w, B, dcpu)),
-			b.paired(w, C, ratio), us(b.paired(w, C, d50)), us(b.paired(w, C, d99)), us(b.paired(w, C, dcpu)))
+		return fmt.Sprintf("%s | %s | %s | %s |", b.spread(w, c, ratio), us(b.paired(w, c, d50)), us(b.paired(w, c, d99)), us(b.paired(w, c, dcpu)))
 	}
-	if b.fillRun != nil {
-		churn := b.works[2]
+	for _, w := range b.works {
+		p("| %s | %s %s\n", w.name, cells(w, b.config("B")), cells(w, b.config("C")))
+	}
+	if churn := b.workload("get-churn"); b.fillRun != nil && churn != nil {
 		base := b.peak(churn, "A")
 		p("\nMemory: %d distinct keys read once each through B (default cache_size 64 MiB) at %.0f req/s: B peak RSS %s "+
 			"(RSS at the end %s); A's peak RSS under get-churn %s; difference %s.\n",

@@ -23,7 +23,10 @@ const MaxReferences = 32
 // "/" (APIs often answer 404 for it).
 func ParentPath(method, p string) (parent string, ok bool) {
 	if method == http.MethodPost {
-		return p, p != "/" && p != ""
+		if p == "/" || p == "" {
+			return "", false
+		}
+		return p, true
 	}
 	i := strings.LastIndexByte(p, '/')
 	if i <= 0 {

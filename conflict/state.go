@@ -32,7 +32,7 @@ func (s State) Known() bool { return s.Version != "" }
 
 // IsLive reports whether the resource may be counted as existing: it was
 // seen to exist, not deleted since, and no write's outcome is pending.
-func (s State) IsLive() bool { return (s.Live || s.Version != "") && !s.Deleted && !s.Uncertain }
+func (s State) IsLive() bool { return s.Live && !s.Deleted && !s.Uncertain }
 
 // IsGone reports whether the resource is known not to exist: a tombstone,
 // and no write's outcome is pending.

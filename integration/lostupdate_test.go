@@ -18,12 +18,17 @@ func counterClient(gzip bool) *http.Client {
 // increment runs n read-modify-write increments of /counters/1, retrying
 // each on 409 with a fresh GET. It returns how many 409s it met.
 func increment(t *testing.T, client *http.Client, n int, gzip bool) (conflicts int) {
+	return incrementAt(t, client, base, n, gzip)
+}
+
+// incrementAt is increment through the Caddy node at baseURL.
+func incrementAt(t *testing.T, client *http.Client, baseURL string, n int, gzip bool) (conflicts int) {
 	for done := 0; done < n; {
 		var hdr []string
 		if gzip {
 			hdr = append(hdr, "Accept-Encoding: gzip")
 		}
-		g := do(t, client, http.MethodGet, "/counters/1", nil, hdr...)
+		g := do(t, client, http.MethodGet, baseURL+"/counters/1", nil, hdr...)
 		if g.status != http.StatusOK {
 			t.Errorf("GET: %d %s", g.status, g.body)
 			return
@@ -40,7 +45,7 @@ func increment(t *testing.T, client *http.Client, n int, gzip bool) (conflicts i
 		}
 		value, _ := doc["value"].(float64)
 		doc["value"] = int(value) + 1 // the rest of the document is written back as read
-		p := do(t, client, http.MethodPut, "/counters/1", doc, "If-Match: "+etag)
+		p := do(t, client, http.MethodPut, baseURL+"/counters/1", doc, "If-Match: "+etag)
 		switch p.status {
 		case http.StatusOK, http.StatusNoContent:
 			done++

@@ -116,7 +116,8 @@ func (r response) json(t testing.TB) map[string]any {
 	return m
 }
 
-// do sends one request to Caddy; headers are "Name: value" strings.
+// do sends one request to Caddy; headers are "Name: value" strings. path is
+// relative to base unless it is a whole http:// URL (another Caddy node).
 func do(t testing.TB, client *http.Client, method, path string, body any, headers ...string) response {
 	t.Helper()
 	var rd io.Reader
@@ -133,7 +134,11 @@ func do(t testing.TB, client *http.Client, method, path string, body any, header
 		}
 		rd = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequest(method, base+path, rd)
+	url := path
+	if !strings.HasPrefix(path, "http://") {
+		url = base + path
+	}
+	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
 		t.Fatal(err)
 	}

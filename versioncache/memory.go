@@ -1,14 +1,11 @@
 package versioncache
 
 import (
-	"cmp"
-	"container/heap"
 	"context"
 	"fmt"
 	"math"
 	"math/bits"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,6 +70,10 @@ type Memory struct {
 
 	claims [shards]claimShard
 	index  [shards]indexShard
+	// sorted orders the key index for prefix listings; nil until the
+	// first List (see prefix.go).
+	sorted     atomic.Pointer[prefixIndex]
+	sortedInit sync.Mutex
 
 	// guard keeps ristretto's Close from racing a Set or Get (that panics):
 	// every use of the cache holds it for reading, Close for writing.
@@ -390,7 +391,7 @@ func (m *Memory) setLocked(key string, h uint64, s conflict.State, now int64) (e
 	// replaces before it returns, and an eviction of e may follow at once.
 	e = &entry{h: h, state: s, stored: now}
 	p := m.swapIndex(key, e)
-	if !m.cache.SetWithTTL(e.key, e, e.cost(), time.Duration(m.ttl)) {
+	if !m.cache.SetWithTTL(e.key, e, e.cost()+m.sortedCost(), time.Duration(m.ttl)) {
 		// The set buffer was full: the entry was dropped.
 		m.unindex(e)
 		m.rejections.Add(1)
@@ -600,8 +601,9 @@ func (m *Memory) purge(key string, h uint64) bool {
 	return m.alive(p, now)
 }
 
-// List implements Store. ristretto cannot iterate keys, so List scans the
-// key index, keeping the limit+1 smallest matches in a heap.
+// List implements Store. ristretto cannot iterate keys; List walks the
+// prefix index (built on the first List) from the cursor and looks each
+// key up in the key index, skipping the ones whose ttl passed.
 func (m *Memory) List(_ context.Context, prefix, after string, limit int) ([]Item, string, error) {
 	if limit <= 0 {
 		limit = DefaultListLimit
@@ -611,49 +613,36 @@ func (m *Memory) List(_ context.Context, prefix, after string, limit int) ([]Ite
 	if m.closed.Load() {
 		return nil, "", ErrClosed
 	}
+	px := m.prefixes()
 	now := m.now()
-	page := make(entryHeap, 0, min(limit+1, 1024))
-	for i := range m.index {
-		ix := &m.index[i]
-		ix.mu.Lock()
-		for k, e := range ix.keys {
-			if k <= after || !strings.HasPrefix(k, prefix) || now-e.stored >= m.ttl {
+	items := make([]Item, 0, min(limit+1, 1024))
+	from := prefix
+	if after != "" {
+		from = max(prefix, after+"\x00") // the smallest key after the cursor
+	}
+	for batch := min(limit+1, 1024); len(items) <= limit; {
+		keys := px.ascend(from, prefix, batch)
+		for _, k := range keys {
+			e := m.indexed(k, hashKey(k))
+			if e == nil || now-e.stored >= m.ttl {
 				continue
 			}
-			if len(page) <= limit {
-				heap.Push(&page, e)
-			} else if k < page[0].key {
-				page[0] = e
-				heap.Fix(&page, 0)
+			items = append(items, Item{Key: e.key, State: e.state})
+			if len(items) > limit {
+				break
 			}
 		}
-		ix.mu.Unlock()
+		if len(keys) < batch {
+			break
+		}
+		from = keys[len(keys)-1] + "\x00"
 	}
-	slices.SortFunc(page, func(a, b *entry) int { return cmp.Compare(a.key, b.key) })
 	var next string
-	if len(page) > limit {
-		page = page[:limit]
-		next = page[limit-1].key
-	}
-	items := make([]Item, len(page))
-	for i, e := range page {
-		items[i] = Item{Key: e.key, State: e.state}
+	if len(items) > limit {
+		items = items[:limit]
+		next = items[limit-1].Key
 	}
 	return items, next, nil
-}
-
-// entryHeap is a max-heap by key.
-type entryHeap []*entry
-
-func (h entryHeap) Len() int           { return len(h) }
-func (h entryHeap) Less(i, j int) bool { return h[i].key > h[j].key }
-func (h entryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *entryHeap) Push(x any)        { *h = append(*h, x.(*entry)) }
-func (h *entryHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
 }
 
 // Stats implements Store. Entries counts the key index, which keeps an
@@ -695,6 +684,11 @@ func (m *Memory) Close() error {
 		clear(ix.keys)
 		ix.mu.Unlock()
 	}
+	if p := m.sorted.Load(); p != nil {
+		p.mu.Lock()
+		p.tree.Clear(false)
+		p.mu.Unlock()
+	}
 	m.entries.Store(0)
 	return nil
 }
@@ -713,7 +707,8 @@ func (m *Memory) count(hit bool) {
 // leaves the cache (evicted, expired, rejected, replaced, deleted); a
 // dropped Set and a purge remove it directly. So the index holds at most the
 // cached keys plus the Sets in ristretto's buffer, and its bytes are charged
-// in each entry's cost. When ristretto refuses a Set because an older Set of
+// in each entry's cost. The prefix index (prefix.go), once built, follows it
+// key for key. When ristretto refuses a Set because an older Set of
 // the key was still pending, it keeps the older entry and the index loses
 // the key: unknown rather than stale (and a write settles it back).
 
@@ -729,6 +724,9 @@ func (m *Memory) swapIndex(key string, e *entry) (prev *entry) {
 	} else {
 		e.key = strings.Clone(key)
 		m.entries.Add(1)
+		if p := m.sorted.Load(); p != nil {
+			p.add(e.key)
+		}
 	}
 	ix.keys[e.key] = e
 	ix.mu.Unlock()
@@ -741,6 +739,9 @@ func (m *Memory) addIndex(e *entry) {
 	ix.mu.Lock()
 	if _, had := ix.keys[e.key]; !had {
 		m.entries.Add(1)
+		if p := m.sorted.Load(); p != nil {
+			p.add(e.key)
+		}
 	}
 	ix.keys[e.key] = e
 	ix.mu.Unlock()
@@ -756,6 +757,9 @@ func (m *Memory) unindex(e *entry) {
 	if ix.keys[e.key] == e {
 		delete(ix.keys, e.key)
 		m.entries.Add(-1)
+		if p := m.sorted.Load(); p != nil {
+			p.remove(e.key)
+		}
 	}
 	ix.mu.Unlock()
 }

@@ -221,15 +221,18 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	}
 	r.near = near
 	r.client = redis.NewClient(&redis.Options{
-		Addr:         cfg.Addr,
-		Username:     cfg.Username,
-		Password:     cfg.Password,
-		DB:           cfg.DB,
-		TLSConfig:    cfg.TLS,
-		ClientName:   "caddy-conflict",
-		DialTimeout:  cfg.Timeout,
-		ReadTimeout:  cfg.Timeout,
-		WriteTimeout: cfg.Timeout,
+		Addr:        cfg.Addr,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+		DB:          cfg.DB,
+		TLSConfig:   cfg.TLS,
+		ClientName:  "caddy-conflict",
+		DialTimeout: cfg.Timeout,
+		// One dial per attempt: a Redis that is down fails the call at
+		// once (go-redis would try five times).
+		DialerRetries: 1,
+		ReadTimeout:   cfg.Timeout,
+		WriteTimeout:  cfg.Timeout,
 		// Request contexts bound the calls too (a client that went away).
 		ContextTimeoutEnabled: true,
 		// One retry survives a connection Redis closed (a restart); every
@@ -279,15 +282,16 @@ func (r *Redis) check() error {
 	return nil
 }
 
-// failed wraps a Redis error and, unless the caller gave up, marks the
-// store down for RedisRetryAfter.
-func (r *Redis) failed(err error) error {
+// failed wraps a Redis error and marks the store down for RedisRetryAfter,
+// unless the caller's context ended (then that is the error).
+func (r *Redis) failed(ctx context.Context, err error) error {
 	if r.closed.Load() {
 		return ErrClosed
 	}
-	if !errors.Is(err, context.Canceled) {
-		r.downUntil.Store(time.Now().Add(RedisRetryAfter).UnixNano())
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
 	}
+	r.downUntil.Store(time.Now().Add(RedisRetryAfter).UnixNano())
 	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, r.cfg.Addr, err)
 }
 
@@ -304,7 +308,7 @@ type reply struct {
 func (r *Redis) run(ctx context.Context, s *redis.Script, key string, args ...any) (reply, error) {
 	v, err := s.Run(ctx, r.client, []string{r.cfg.KeyPrefix + key}, args...).Result()
 	if err != nil {
-		return reply{}, r.failed(err)
+		return reply{}, r.failed(ctx, err)
 	}
 	a, ok := v.([]any)
 	if !ok || len(a) != 6 {
@@ -908,7 +912,7 @@ func (r *Redis) scan(ctx context.Context, prefix string) ([]string, error) {
 	for {
 		batch, next, err := r.client.Scan(ctx, cursor, match, 1000).Result()
 		if err != nil {
-			return nil, r.failed(err)
+			return nil, r.failed(ctx, err)
 		}
 		for _, k := range batch {
 			keys = append(keys, strings.TrimPrefix(k, r.cfg.KeyPrefix))
@@ -963,7 +967,7 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 			cmds[j] = readScript.Eval(ctx, pipe, []string{r.cfg.KeyPrefix + k}, "", r.lifeMS)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return nil, "", r.failed(err)
+			return nil, "", r.failed(ctx, err)
 		}
 		for j, cmd := range cmds {
 			v, _ := cmd.Slice()

@@ -266,41 +266,68 @@ func TestRedisLeaseOnce(t *testing.T) {
 // in flight while a write on another node was decided or completed does not
 // resurrect the version that write superseded.
 func TestRedisLateReadNotRecorded(t *testing.T) {
-	_, a, b := twoNodes(t, RedisConfig{})
+	srv, a, b := twoNodes(t, RedisConfig{})
 	ctx := context.Background()
 	const key = "example.com/late-read"
 	if ok, err := a.Observe(ctx, key, a.ReadStart(key), `"v1"`, false); !ok || err != nil {
 		t.Fatalf("first read not recorded: %v", err)
 	}
 
-	tok := a.ReadStart(key) // a read starts on node a...
+	// A read starts on node a; node b decides and completes a write; the
+	// read answers late with the version that write superseded. (Node a's
+	// near-cache still says v1, so its Observe may answer true without
+	// asking Redis: what counts is that Redis keeps v2.)
+	tok := a.ReadStart(key)
 	l, snap := claimOn(t, b, key)
 	if snap.State.Version != `"v1"` {
 		t.Fatalf("node b: %+v", snap)
 	}
-	if ok, _ := a.Observe(ctx, key, tok, `"v1"`, false); ok {
-		t.Fatal("recorded while a write was in flight")
-	}
+	_, _ = a.Observe(ctx, key, tok, `"v1"`, false)
 	if err := l.Commit(ctx, snap.State.AfterWrite([]string{`"v1"`}, put(200, `"v2"`))); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := a.Observe(ctx, key, tok, `"v1"`, false); ok { // ...and answers late
+	_, _ = a.Observe(ctx, key, tok, `"v1"`, false)
+	if s, _ := getOn(t, a, key); s.Version != `"v2"` || !s.IsSuperseded(`"v1"`) {
+		t.Fatalf("state %+v: the late read resurrected v1", s)
+	}
+	// The same without the near-cache's shortcut: the store says no.
+	c := newTestRedis(t, srv, RedisConfig{NearCache: -1})
+	tok = c.ReadStart(key)
+	l, snap = claimOn(t, b, key)
+	if ok, _ := c.Observe(ctx, key, tok, `"v2"`, false); ok {
+		t.Fatal("recorded while a write was in flight")
+	}
+	if err := l.Commit(ctx, snap.State.AfterWrite([]string{`"v2"`}, put(200, `"v3"`))); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := c.Observe(ctx, key, tok, `"v2"`, false); ok {
 		t.Fatal("a late read was recorded")
 	}
-	if s, _ := getOn(t, a, key); s.Version != `"v2"` || !s.IsSuperseded(`"v1"`) {
+	if s, _ := getOn(t, c, key); s.Version != `"v3"` {
 		t.Fatalf("state %+v", s)
 	}
 
-	// A read that starts after the write is recorded, also on the node
-	// that did not write: ABA, the resource really went back to v1.
-	if ok, _ := a.Observe(ctx, key, a.ReadStart(key), `"v1"`, false); ok {
-		t.Fatal("node a's generation was stale, the read should not be recorded")
-	}
-	if ok, _ := a.Observe(ctx, key, a.ReadStart(key), `"v1"`, false); !ok {
+	// A read that starts after the write is recorded: ABA, the resource
+	// really went back to v1.
+	if ok, _ := c.Observe(ctx, key, c.ReadStart(key), `"v1"`, false); !ok {
 		t.Fatal("a read after the write was not recorded")
 	}
 	if s, _ := getOn(t, b, key); s.Version != `"v1"` || s.IsSuperseded(`"v1"`) {
 		t.Fatalf("after ABA: %+v", s)
+	}
+	// Node a's generation is now behind node b's write: its next read is
+	// not recorded (it cannot tell whether it started before that write),
+	// and teaches it the generation, so the one after is.
+	l, snap = claimOn(t, b, key)
+	if err := l.Commit(ctx, snap.State.AfterWrite([]string{`"v1"`}, put(200, `"v5"`))); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = a.Observe(ctx, key, a.ReadStart(key), `"v5"`, false)
+	if ok, _ := a.Observe(ctx, key, a.ReadStart(key), `"v6"`, false); !ok {
+		t.Fatal("node a did not catch up with node b's write")
+	}
+	if s, _ := getOn(t, b, key); s.Version != `"v6"` {
+		t.Fatalf("state %+v", s)
 	}
 
 	// A purge on one node keeps reads in flight on the other out.
@@ -530,7 +557,7 @@ func TestRedisCommitWhileDown(t *testing.T) {
 }
 
 func TestRedisClose(t *testing.T) {
-	_, a, b := twoNodes(t, RedisConfig{})
+	_, a, b := twoNodes(t, RedisConfig{Lease: 300 * time.Millisecond})
 	ctx := context.Background()
 	l, _ := claimOn(t, a, "k")
 	waiting := make(chan error)
@@ -573,7 +600,7 @@ func TestRedisClose(t *testing.T) {
 		t.Error("ReadStart or Stats after Close")
 	}
 	// The closed node's claim is left to its lease; the other node gets it.
-	if _, _, err := b.Claim(ctx, "k", DefaultRedisLease+5*time.Second); err != nil {
+	if _, _, err := b.Claim(ctx, "k", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }

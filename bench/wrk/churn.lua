@@ -6,5 +6,4 @@ end
 
 function response(status, headers, body)
 	count(status, headers)
-	finished()
 end

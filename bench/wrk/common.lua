@@ -47,16 +47,15 @@ function learn(headers)
 	end
 end
 
--- args: [1] first id of this run's documents, [2] how many ids, [3] stop after this many responses
--- (0: never), [4] random seed (each run draws other ids), [5] a file that keeps the learned ETags from
--- one run to the next (so that a run's writes need no GET first)
-base, nkeys, limit, statefile = 0, 100, 0, nil
+-- args: [1] first id of this run's documents, [2] how many ids, [3] random seed (each run draws other
+-- ids), [4] a file that keeps the learned ETags from one run to the next (the driver writes the first
+-- one from a GET of every document, so that the measured runs are writes only)
+base, nkeys, statefile = 0, 100, nil
 function init(args)
 	base = tonumber(args[1]) or base
 	nkeys = tonumber(args[2]) or nkeys
-	limit = tonumber(args[3]) or limit
-	math.randomseed(tonumber(args[4]) or os.time())
-	statefile = args[5]
+	math.randomseed(tonumber(args[3]) or os.time())
+	statefile = args[4]
 	local f = statefile and io.open(statefile, "r")
 	if f then
 		for line in f:lines() do
@@ -66,14 +65,6 @@ function init(args)
 			end
 		end
 		f:close()
-	end
-end
-
-responses = 0
-function finished()
-	responses = responses + 1
-	if limit > 0 and responses >= limit then
-		wrk.thread:stop()
 	end
 end
 

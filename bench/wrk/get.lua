@@ -9,5 +9,4 @@ end
 
 function response(status, headers, body)
 	count(status, headers)
-	finished()
 end

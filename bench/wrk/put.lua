@@ -23,5 +23,4 @@ end
 function response(status, headers, body)
 	count(status, headers)
 	learn(headers)
-	finished()
 end
