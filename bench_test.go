@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -233,5 +234,46 @@ func TestNarrowAcceptEncoding(t *testing.T) {
 		if got := req.Header["Accept-Encoding"]; strings.Join(got, "|") != strings.Join(tc.want, "|") || (got == nil) != (tc.want == nil) {
 			t.Errorf("%s %q: Accept-Encoding %q, want %q", tc.method, tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestObserverBoundedBody: a 16 MiB conflict body with max_body 1 KiB is
+// not held: the rewrite allocates far less than the body, and the client
+// still gets a valid problem document with the message found before the cut.
+func TestObserverBoundedBody(t *testing.T) {
+	h := observerHandler(t)
+	h.MaxBody = 1 << 10
+	chunk := bytes.Repeat([]byte("x"), 32<<10)
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(16<<20))
+		w.WriteHeader(http.StatusConflict)
+		_, _ = w.Write([]byte(`{"reason":"Document update conflict.","log":"`))
+		for range (16 << 20) / len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	req := httptest.NewRequest(http.MethodPut, "http://example.com/articles/42", nil)
+	w := &sink{header: make(http.Header), body: new(bytes.Buffer)}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if _, err := h.forward(w, req, next); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Errorf("rewriting a 16 MiB body allocated %d bytes", n)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(w.body.Bytes(), &p); err != nil {
+		t.Fatalf("not a JSON object: %v: %.200s", err, w.body)
+	}
+	if p["status"] != 409.0 || p["detail"] != "Document update conflict." ||
+		w.header.Get("Content-Length") != strconv.Itoa(w.body.Len()) {
+		t.Errorf("problem %v, Content-Length %s for %d bytes", p, w.header.Get("Content-Length"), w.body.Len())
 	}
 }

@@ -124,7 +124,7 @@ func (h *Handler) versionPointer() conflict.Pointer {
 // the upstream reads. Otherwise w itself: the read path costs nothing when
 // history is off.
 func (h *Handler) recordInto(w http.ResponseWriter, r *http.Request) http.ResponseWriter {
-	write := r.Method == http.MethodPut || r.Method == http.MethodPatch
+	write := h.methods[r.Method] && (r.Method == http.MethodPut || r.Method == http.MethodPatch)
 	if h.history == nil || (r.Method != http.MethodGet && !write) ||
 		(r.URL.RawQuery != "" && !h.keyHasQuery) {
 		return w
@@ -304,8 +304,8 @@ func (h *Handler) fetchRepresentation(r *http.Request, next caddyhttp.Handler, k
 	}
 	req.Header.Set("Accept-Encoding", "identity")
 	cw := &capture{header: make(http.Header), body: new(bytes.Buffer), limit: h.MaxBody}
-	if err := next.ServeHTTP(cw, req); err != nil && cw.status == 0 {
-		return nil, false
+	if err := next.ServeHTTP(cw, req); err != nil {
+		return nil, false // no answer, or a body cut short
 	}
 	if cw.status != http.StatusOK && cw.status != 0 || cw.overflow || cw.header.Get("Content-Encoding") != "" ||
 		!isJSON(cw.header.Get("Content-Type")) {

@@ -32,7 +32,7 @@ var metrics = struct {
 }{
 	decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "conflict", Name: "decisions_total",
-		Help: "Guarded writes by outcome: forwarded, reported (mode report), or the kind of rejection.",
+		Help: "Guarded writes by outcome: forwarded, merged (merge auto), reported (mode report), or the kind of rejection.",
 	}, []string{"outcome"}),
 	upstreamProblems: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "conflict", Name: "upstream_problems_total",
@@ -78,7 +78,9 @@ func init() {
 	for _, o := range []string{"forwarded", "reported",
 		string(conflict.KindStaleVersion), string(conflict.KindDeleted), string(conflict.KindAlreadyExists),
 		string(conflict.KindPreconditionRequired), string(conflict.KindWriteInProgress),
-		string(conflict.KindInvalidPrecondition), string(conflict.KindUpstreamUnavailable)} {
+		string(conflict.KindInvalidPrecondition), string(conflict.KindUpstreamUnavailable),
+		string(conflict.KindStoreUnavailable), string(conflict.KindParentMissing), string(conflict.KindNotEmpty),
+		string(conflict.KindReferenceMissing)} {
 		metrics.decisions.WithLabelValues(o)
 	}
 	for _, reason := range []string{rereadUncertain, rereadPreflight, rereadVerify} {

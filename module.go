@@ -535,6 +535,7 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 			return nil
 		}
 		countStoreError("forwarded")
+		countDecision("forwarded")
 		setPlaceholders(repl, "forwarded", "")
 		if ce := h.logger.Check(zap.DebugLevel, "write forwarded unchecked: version store unavailable"); ce != nil {
 			ce.Write(zap.String("key", key), zap.String("method", r.Method), zap.Error(cerr))

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -192,7 +193,9 @@ func (s RedisStore) OpenStore(ctx caddy.Context, o StoreOptions) (versioncache.S
 		// Advice only: Caddy starts whether Redis answers or not.
 		c, cancel := context.WithTimeout(context.Background(), cfg.Timeout+time.Second)
 		defer cancel()
-		if err := r.Ping(c); err != nil {
+		if err := r.Ping(c); errors.Is(err, versioncache.ErrClosed) {
+			return // caddy validate, or a config replaced at once
+		} else if err != nil {
 			logger.Warn("redis version store not reachable yet; writes get on_store_error until it is",
 				zap.String("address", s.Address), zap.String("on_store_error", s.OnStoreError), zap.Error(err))
 			return

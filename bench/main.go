@@ -1,6 +1,6 @@
 // Command bench measures what caddy-conflict costs over a plain reverse_proxy, side by side in one run:
 //
-//	go run ./bench            # the full benchmark (about 9 minutes), a Markdown report on stdout
+//	go run ./bench            # the full benchmark (about 11 minutes on 2 busy cores), a Markdown report on stdout
 //	go run ./bench -smoke     # a few seconds per workload: asserts only that every configuration answered correctly
 //
 // It builds Caddy with this module (./cmd/caddy), starts the fast upstream (./bench/cmd/upstream) and one
@@ -95,6 +95,7 @@ type run struct {
 	s200, s204, s409, s4xx, s5xx, sother int
 	badProblem                           int
 	cpu                                  time.Duration // Caddy process CPU time during the run
+	pipeCPU                              time.Duration // CPU time of Caddy, the upstream and wrk
 	hwm                                  int64         // Caddy peak RSS during the run, bytes
 	rssCumulative                        bool
 	load                                 float64
@@ -107,6 +108,13 @@ func (r *run) cpuPerRequest() time.Duration {
 		return 0
 	}
 	return r.cpu / time.Duration(r.requests)
+}
+
+func (r *run) pipePerRequest() time.Duration {
+	if r.requests == 0 {
+		return 0
+	}
+	return r.pipeCPU / time.Duration(r.requests)
 }
 
 type options struct {
@@ -127,7 +135,7 @@ type options struct {
 func main() {
 	var o options
 	flag.BoolVar(&o.smoke, "smoke", false, "short runs that only check correctness (for CI)")
-	flag.IntVar(&o.rounds, "rounds", 6, "rounds: each runs every workload on every configuration")
+	flag.IntVar(&o.rounds, "rounds", 5, "rounds: each runs every workload on every configuration")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "length of one wrk run (whole seconds)")
 	flag.IntVar(&o.conns, "c", 32, "wrk connections for the loaded workloads")
 	flag.IntVar(&o.fill, "fill", 1_000_000, "distinct keys read through B after the rounds to measure its memory (0: skip)")
@@ -527,7 +535,7 @@ func (b *bench) runWrkFrom(ctx context.Context, w *workload, c *config, round in
 	if resetRSS {
 		r.rssCumulative = !resetPeakRSS(pid)
 	}
-	cpu0 := cpuTime(pid)
+	cpu0, up0 := cpuTime(pid), cpuTime(b.upstream.Process.Pid)
 
 	var profile chan error
 	if b.opt.cpuprofile != "" && round == 1 {
@@ -540,11 +548,13 @@ func (b *bench) runWrkFrom(ctx context.Context, w *workload, c *config, round in
 	args := []string{"-t1", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "--timeout", "10s",
 		"-s", filepath.Join(b.dir, w.script), fmt.Sprintf("http://127.0.0.1:%d", c.port), "--",
 		strconv.Itoa(base), strconv.Itoa(n), strconv.FormatInt(seed, 10), b.stateFile(w, c)}
-	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
+	wrk := exec.CommandContext(ctx, "wrk", args...)
+	out, err := wrk.CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("wrk %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	r.cpu = cpuTime(pid) - cpu0
+	r.pipeCPU = r.cpu + cpuTime(b.upstream.Process.Pid) - up0 + wrk.ProcessState.UserTime() + wrk.ProcessState.SystemTime()
 	r.hwm = peakRSS(pid)
 	r.load = loadavgValue()
 	if profile != nil {
@@ -658,6 +668,7 @@ func (b *bench) memoryFill(ctx context.Context) error {
 			return err
 		}
 		b.check(r)
+		b.logf("memory: %d keys read, B peak RSS %s", total.requests+r.requests, mib(r.hwm))
 		total.requests += r.requests
 		total.seconds += r.seconds
 		total.hwm = r.hwm
@@ -865,10 +876,11 @@ func (b *bench) report() string {
 		b.opt.rounds, b.opt.duration, b.opt.conns)
 	p("- machine: %d CPUs (%s), %s, Linux %s; %s; %s; %s\n", runtime.NumCPU(), cpuModel(), goVersion(), osRelease(), caddyVersion(b.caddy), wrkVersion(), "no CPU pinning")
 	p("- load average before %s, after %s; wall time %s\n\n", b.loadBefore, b.loadAfter, time.Since(b.started).Round(time.Second))
-	p("Medians over the rounds. CPU/req is the Caddy process's CPU time (user+system) divided by the requests it served;\n")
+	p("Medians over the rounds. Caddy CPU/req is the Caddy process's CPU time (user+system) divided by the requests it served;\n")
+	p("all CPU/req adds the upstream's and wrk's;\n")
 	p("peak RSS is the Caddy process's VmHWM during the run (reset before each run).\n\n")
-	p("| workload | config | req/s | p50 | p99 | Caddy CPU/req | peak RSS | statuses |\n")
-	p("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	p("| workload | config | req/s | p50 | p99 | Caddy CPU/req | all CPU/req | peak RSS | statuses |\n")
+	p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, w := range b.works {
 		for _, c := range b.configs {
 			rps := b.series(w, c.name, func(r *run) float64 { return r.rps() })
@@ -878,6 +890,7 @@ func (b *bench) report() string {
 			p50 := b.series(w, c.name, func(r *run) float64 { return float64(r.p50.Microseconds()) })
 			p99 := b.series(w, c.name, func(r *run) float64 { return float64(r.p99.Microseconds()) })
 			cpu := b.series(w, c.name, func(r *run) float64 { return float64(r.cpuPerRequest().Nanoseconds()) / 1e3 })
+			pipe := b.series(w, c.name, func(r *run) float64 { return float64(r.pipePerRequest().Nanoseconds()) / 1e3 })
 			var st [3]int
 			for _, r := range b.runs {
 				if r.w == w && r.c.name == c.name {
@@ -886,28 +899,46 @@ func (b *bench) report() string {
 					st[2] += r.s409
 				}
 			}
-			p("| %s | %s | %.0f | %s | %s | %s | %s | %s |\n", w.name, c.name, median(rps), us(median(p50)), us(median(p99)),
-				us(median(cpu)), mib(b.peak(w, c.name)), statuses(st))
+			p("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s |\n", w.name, c.name, median(rps), us(median(p50)), us(median(p99)),
+				us(median(cpu)), us(median(pipe)), mib(b.peak(w, c.name)), statuses(st))
 		}
 	}
 	p("\nRatios and differences within each round, median over rounds (req/s: median and range over rounds;\n")
 	p("B against A, C against A-gzip):\n\n")
-	p("| workload | B/A req/s | B−A p50 | B−A p99 | B−A CPU/req | C/A-gzip req/s | C−(A-gzip) p50 | C−(A-gzip) p99 | C−(A-gzip) CPU/req |\n")
-	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	p("| workload | B/A req/s | B/A by CPU | B−A p50 | B−A p99 | B−A Caddy CPU/req | C/A-gzip req/s | C/A-gzip by CPU | C−(A-gzip) p50 | C−(A-gzip) p99 | C−(A-gzip) Caddy CPU/req |\n")
+	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	ratio := func(x, base *run) float64 { return x.rps() / base.rps() }
 	d50 := func(x, base *run) float64 { return float64((x.p50 - base.p50).Microseconds()) }
 	d99 := func(x, base *run) float64 { return float64((x.p99 - base.p99).Microseconds()) }
 	dcpu := func(x, base *run) float64 {
 		return float64((x.cpuPerRequest() - base.cpuPerRequest()).Nanoseconds()) / 1e3
 	}
+	// With every core busy, throughput is the CPU there is divided by the CPU a request takes: the ratio
+	// of CPU per request (Caddy + upstream + wrk) estimates B/A without the noise of what else runs.
+	byCPU := func(x, base *run) float64 { return float64(base.pipePerRequest()) / float64(x.pipePerRequest()) }
 	cells := func(w *workload, c *config) string {
 		if c == nil {
-			return "| | | |"
+			return "| | | | |"
 		}
-		return fmt.Sprintf("%s | %s | %s | %s |", b.spread(w, c, ratio), us(b.paired(w, c, d50)), us(b.paired(w, c, d99)), us(b.paired(w, c, dcpu)))
+		return fmt.Sprintf("%s | %s | %s | %s | %s |", b.spread(w, c, ratio), b.spread(w, c, byCPU),
+			us(b.paired(w, c, d50)), us(b.paired(w, c, d99)), us(b.paired(w, c, dcpu)))
 	}
 	for _, w := range b.works {
 		p("| %s | %s %s\n", w.name, cells(w, b.config("B")), cells(w, b.config("C")))
+	}
+	// Under contention, B and C answer most writes with a quick 409: compare the writes that succeeded.
+	writes := func(x, base *run) float64 { return float64(x.s204) / x.seconds / (float64(base.s204) / base.seconds) }
+	for _, w := range b.works {
+		if !w.must409 {
+			continue
+		}
+		cell := func(c *config) string {
+			if c == nil {
+				return "| | | | |"
+			}
+			return b.spread(w, c, writes) + " | | | | |"
+		}
+		p("| %s, successful writes (204) per second | %s %s\n", w.name, cell(b.config("B")), cell(b.config("C")))
 	}
 	if churn := b.workload("get-churn"); b.fillRun != nil && churn != nil {
 		base := b.peak(churn, "A")

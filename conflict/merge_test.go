@@ -540,6 +540,19 @@ func BenchmarkDiff(b *testing.B) {
 				}
 			}
 		})
+		// The yardstick, in the same run: decoding both documents with
+		// encoding/json, which a diff cannot do without.
+		b.Run(fmt.Sprintf("encoding-json-decode-both/size=%dKiB", size>>10), func(b *testing.B) {
+			from, to := doc(size, "Hello"), doc(size, "Hello, world")
+			b.SetBytes(int64(len(from) + len(to)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var x, y any
+				if json.Unmarshal(from, &x) != nil || json.Unmarshal(to, &y) != nil {
+					b.Fatal("decode")
+				}
+			}
+		})
 	}
 }
 

@@ -663,3 +663,21 @@ func TestDecodableAcceptEncoding(t *testing.T) {
 		t.Errorf("an unchanged header allocates %v times", n)
 	}
 }
+
+func FuzzDecodableAcceptEncoding(f *testing.F) {
+	for _, s := range []string{"", "gzip, deflate, br, zstd", "br;q=1, *;q=0.1", " , gzip,,", "identity;q=0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		got, changed := DecodableAcceptEncoding(v)
+		if !changed && got != v {
+			t.Fatalf("unchanged but %q became %q", v, got)
+		}
+		for item := range strings.SplitSeq(got, ",") {
+			coding, _, _ := strings.Cut(item, ";")
+			if coding = strings.TrimSpace(coding); coding != "" && !decodable(coding) {
+				t.Fatalf("%q kept %q", v, coding)
+			}
+		}
+	})
+}

@@ -268,8 +268,14 @@ func (r *Redis) EvictionPolicy(ctx context.Context) (string, error) {
 	return m["maxmemory-policy"], nil
 }
 
-// Ping checks that Redis answers.
-func (r *Redis) Ping(ctx context.Context) error { return r.client.Ping(ctx).Err() }
+// Ping checks that Redis answers (ErrClosed once the store is closed).
+func (r *Redis) Ping(ctx context.Context) error {
+	err := r.client.Ping(ctx).Err()
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	return err
+}
 
 // check fails at once while the store is known to be down.
 func (r *Redis) check() error {
@@ -607,10 +613,15 @@ func (r *Redis) Observe(ctx context.Context, key string, tok ReadToken, version 
 			now-e.stored < int64(r.cfg.TTL)/4 && (&entry{state: e.state}).says(version, missing) {
 			return true, nil
 		}
+	} else if e != nil {
+		// The node learned another generation since the read started:
+		// the key moved on (or, if replies crossed, this read is merely
+		// not recorded).
+		return false, nil
 	} else {
-		// The state at the read's start is not known here (evicted, or
-		// learned from a later reply): learn the current one; if the key
-		// moved on since the read started, the read is not recorded.
+		// The state at the read's start is not known here any more
+		// (evicted): learn the current one; if the key moved on since the
+		// read started, the read is not recorded.
 		if err := r.check(); err != nil {
 			return false, err
 		}
