@@ -43,7 +43,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    mode         enforce | report
 //	    preflight
 //	    verify
-//	    store        memory
+//	    store        memory | redis { address ...; on_store_error reject|forward; ... }
 //	    history      <n> [<size>]                # last n JSON representations per key (size default 16MiB)
 //	    include_current                          # stale-version problems carry the current representation
 //	    merge        auto                        # rebase stale JSON writes that do not overlap

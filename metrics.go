@@ -75,13 +75,13 @@ const (
 func init() {
 	// Series that exist from the start, so that rates and alerts work
 	// before the first event.
-	for _, o := range []string{"forwarded", "reported",
+	for _, o := range []string{"forwarded", "merged", "reported",
 		string(conflict.KindStaleVersion), string(conflict.KindDeleted), string(conflict.KindAlreadyExists),
 		string(conflict.KindPreconditionRequired), string(conflict.KindWriteInProgress),
 		string(conflict.KindInvalidPrecondition), string(conflict.KindUpstreamUnavailable),
 		string(conflict.KindStoreUnavailable), string(conflict.KindParentMissing), string(conflict.KindNotEmpty),
 		string(conflict.KindReferenceMissing)} {
-		metrics.decisions.WithLabelValues(o)
+		decisionCounters[o] = metrics.decisions.WithLabelValues(o)
 	}
 	for _, reason := range []string{rereadUncertain, rereadPreflight, rereadVerify} {
 		metrics.rereads.WithLabelValues(reason, "ok")
@@ -111,12 +111,22 @@ func registerMetrics(reg *prometheus.Registry) error {
 	return nil
 }
 
+// decisionCounters holds the series of the outcomes known at start, so
+// that counting one is an atomic add without hashing labels; it is not
+// changed after init.
+var decisionCounters = map[string]prometheus.Counter{}
+
 // countDecision counts a guarded write's outcome: "forwarded", "reported"
 // or a rejection kind.
 func countDecision(outcome string) {
-	if metricsEnabled {
-		metrics.decisions.WithLabelValues(outcome).Inc()
+	if !metricsEnabled {
+		return
 	}
+	if c, ok := decisionCounters[outcome]; ok {
+		c.Inc()
+		return
+	}
+	metrics.decisions.WithLabelValues(outcome).Inc()
 }
 
 // countUpstreamProblem counts an upstream response rewritten into a

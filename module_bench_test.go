@@ -51,15 +51,6 @@ func (d *discardWriter) Header() http.Header         { return d.header }
 func (d *discardWriter) WriteHeader(status int)      { d.status = status }
 func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 
-// proxyPlaceholders are the static placeholders reverse_proxy and the
-// server set on every proxied request: the replacer's map is allocated and
-// grown by them anyway, so the benchmark fills it as they would, and what
-// the handler's placeholders add is only theirs.
-var proxyPlaceholders = [...]string{"http.reverse_proxy.upstream.address", "http.reverse_proxy.upstream.hostport",
-	"http.reverse_proxy.upstream.host", "http.reverse_proxy.upstream.port", "http.reverse_proxy.upstream.requests",
-	"http.reverse_proxy.upstream.max_requests", "http.reverse_proxy.upstream.fails", "http.reverse_proxy.duration",
-	"http.reverse_proxy.retries", "http.response.status", "http.response.size", "http.response.duration"}
-
 // benchServe sends req through h once per iteration, with a fresh
 // replacer in the context (as Caddy's server gives each request) when
 // withReplacer is set.
@@ -71,9 +62,6 @@ func benchServe(b *testing.B, h *Handler, req *http.Request, withReplacer bool, 
 		clear(w.header)
 		w.status = 0
 		repl := caddy.NewReplacer()
-		for _, name := range proxyPlaceholders {
-			repl.Set(name, "")
-		}
 		var ctxRepl *caddy.Replacer
 		if withReplacer {
 			ctxRepl = repl
