@@ -676,6 +676,7 @@ func (b *bench) memoryFill(ctx context.Context) error {
 		chunk = min(max(left+time.Second, time.Second), 30*time.Second).Truncate(time.Second)
 	}
 	r := total
+	b.fillRun = r
 	b.fillRSS = rss(c.cmd.Process.Pid)
 	b.logf("memory: %d requests at %.0f req/s, B peak RSS %s, RSS now %s", r.requests, r.rps(), mib(r.hwm), mib(b.fillRSS))
 	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.admin)); err == nil {

@@ -610,14 +610,8 @@ func TestMemoryTTL(t *testing.T) {
 	if items, _, _ := m.List(ctx, "", "", 10); len(items) != 0 {
 		t.Errorf("List shows expired keys: %+v", items)
 	}
-	if testing.Short() {
-		return
-	}
-	// ristretto's cleanup runs in 5-second buckets; the index follows it.
-	eventually(t, "the index to drop the expired key", func() bool { return m.Stats().Entries == 0 })
-	if st := m.Stats(); st.Expirations == 0 {
-		t.Errorf("Stats = %+v, want an expiration", st)
-	}
+	// An expired entry is invisible at once; its memory stays counted within
+	// MaxBytes until eviction reclaims it (no ristretto TTL: see setLocked).
 }
 
 func TestMemoryBound(t *testing.T) {

@@ -1,0 +1,50 @@
+package versioncache
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// TestHeapPerEntry: cache_size bounds the live heap of the store. Many more
+// distinct keys than fit are read through a 16MiB store; after a GC the
+// heap it holds must stay within MaxBytes (GC headroom aside: with GOGC=100
+// the process may use up to twice its live heap; set GOMEMLIMIT to bound it).
+func TestHeapPerEntry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills a store with 300k keys")
+	}
+	const maxBytes = 16 << 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	m, err := NewMemory(MemoryConfig{MaxBytes: maxBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	for i := range 300_000 {
+		key := fmt.Sprintf("127.0.0.1/docs/%d", 50_000_000+i)
+		m.Observe(ctx, key, m.ReadStart(key), fmt.Sprintf(`"%d-1"`, 50_000_000+i), false)
+		if i%1000 == 0 {
+			time.Sleep(time.Millisecond) // let ristretto drain its buffers, as between requests
+		}
+	}
+	m.cache.Wait()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	live := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	st := m.Stats()
+	t.Logf("entries %d, accounted %d bytes (%d B/entry), live heap %.1f MiB (%d B/entry)",
+		st.Entries, st.Bytes, st.Bytes/int64(max(st.Entries, 1)), float64(live)/(1<<20), live/int64(max(st.Entries, 1)))
+	if st.Bytes > maxBytes {
+		t.Errorf("accounted %d bytes, over cache_size %d", st.Bytes, maxBytes)
+	}
+	if live > maxBytes*11/10 {
+		t.Errorf("live heap %d bytes is over cache_size %d (+10%%): the cost model undercounts", live, maxBytes)
+	}
+	runtime.KeepAlive(m)
+}
