@@ -237,22 +237,7 @@ func (s served) problem(t *testing.T) map[string]any {
 // serve sends one request for http://host+path through h to up.
 func serve(t testing.TB, h *Handler, up *davStub, method, host, path, body string, hdr ...string) served {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req := httptest.NewRequest(method, "http://"+host+path, rd)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	rec := httptest.NewRecorder()
-	if err := h.ServeHTTP(rec, req, up); err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	return served{rec.Code, rec.Header(), rec.Body.Bytes()}
+	return send(t, h, up, method, "http://"+host+path, body, hdr...)
 }
 
 // expectGuard checks a guard rejection and the resources it names.
