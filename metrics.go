@@ -80,7 +80,7 @@ func init() {
 		string(conflict.KindPreconditionRequired), string(conflict.KindWriteInProgress),
 		string(conflict.KindInvalidPrecondition), string(conflict.KindUpstreamUnavailable),
 		string(conflict.KindStoreUnavailable), string(conflict.KindParentMissing), string(conflict.KindNotEmpty),
-		string(conflict.KindReferenceMissing)} {
+		string(conflict.KindReferenceMissing), string(conflict.KindInvalidBody), string(conflict.KindBodyTooLarge)} {
 		decisionCounters[o] = metrics.decisions.WithLabelValues(o)
 	}
 	for _, reason := range []string{rereadUncertain, rereadPreflight, rereadVerify} {
