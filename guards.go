@@ -388,17 +388,9 @@ func isRedirect(status int) bool {
 // probeRequest is r turned into a bodiless, unconditional read of path p on
 // the same host, keeping the client's other headers (authorization).
 func probeRequest(r *http.Request, method, p string) *http.Request {
-	req := r.Clone(r.Context())
-	req.Method = method
+	req := readRequest(r, method)
 	req.URL.Path, req.URL.RawPath, req.URL.RawQuery, req.URL.Fragment = p, "", "", ""
 	req.RequestURI = req.URL.RequestURI()
-	req.Body = http.NoBody
-	req.ContentLength = 0
-	req.GetBody = nil
-	for _, name := range [...]string{"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
-		"If-Range", "If", "Content-Type", "Content-Length", "Content-Encoding", "Expect", "Range", "Destination"} {
-		req.Header.Del(name)
-	}
 	return req
 }
 

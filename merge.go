@@ -290,15 +290,7 @@ func (h *Handler) rememberWrite(key string, r *http.Request, ow *observer) {
 // of version. It runs under the key's write claim, when a stale write meets
 // a current version whose representation the history does not hold.
 func (h *Handler) fetchRepresentation(r *http.Request, next caddyhttp.Handler, key, version string) ([]byte, bool) {
-	req := r.Clone(r.Context())
-	req.Method = http.MethodGet
-	req.Body = http.NoBody
-	req.ContentLength = 0
-	req.GetBody = nil
-	for _, name := range [...]string{"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
-		"If-Range", "If", "Content-Type", "Content-Length", "Content-Encoding", "Expect", "Range"} {
-		req.Header.Del(name)
-	}
+	req := readRequest(r, http.MethodGet)
 	if h.scheme == conflict.SchemeHeader {
 		req.Header.Del(h.Version.Field)
 	}

@@ -263,15 +263,7 @@ func (h *Handler) reread(r *http.Request, next caddyhttp.Handler, s conflict.Sta
 		methods = methods[1:] // the version is in the body
 	}
 	for _, m := range methods {
-		req := r.Clone(r.Context())
-		req.Method = m
-		req.Body = http.NoBody
-		req.ContentLength = 0
-		req.GetBody = nil
-		for _, name := range [...]string{"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
-			"If-Range", "If", "Content-Type", "Content-Length", "Content-Encoding", "Expect", "Range"} {
-			req.Header.Del(name)
-		}
+		req := readRequest(r, m)
 		cw := &capture{header: make(http.Header)}
 		if h.bodyVersions() {
 			req.Header.Set("Accept-Encoding", "identity")
@@ -307,6 +299,22 @@ func (h *Handler) reread(r *http.Request, next caddyhttp.Handler, s conflict.Sta
 		}
 	}
 	return s, false
+}
+
+// readRequest is r turned into a bodiless, unconditional read (HEAD or GET)
+// of the same URL, keeping the client's other headers (authorization). The
+// re-reads of preflight, verify, guards and merge help all ask with it.
+func readRequest(r *http.Request, method string) *http.Request {
+	req := r.Clone(r.Context())
+	req.Method = method
+	req.Body = http.NoBody
+	req.ContentLength = 0
+	req.GetBody = nil
+	for _, name := range [...]string{"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
+		"If-Range", "If", "Content-Type", "Content-Length", "Content-Encoding", "Expect", "Range", "Destination"} {
+		req.Header.Del(name)
+	}
+	return req
 }
 
 // capture is the ResponseWriter of a re-read: it keeps the header and the

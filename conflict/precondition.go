@@ -53,7 +53,7 @@ type PreconditionError struct {
 }
 
 func (e *PreconditionError) Error() string {
-	return "invalid " + e.Header + " header: " + truncate(e.Value, 80)
+	return "invalid " + e.Header + " header: " + boundText(e.Value, 80)
 }
 
 func (e *PreconditionError) Unwrap() error { return ErrInvalidPrecondition }
@@ -108,15 +108,4 @@ func ParseClaim(h http.Header, scheme Scheme, field string) (Claim, error) {
 		}
 	}
 	return Claim{Kind: ClaimNone}, nil
-}
-
-// truncate bounds s to n bytes for messages, at a UTF-8 boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n] + "…"
 }
