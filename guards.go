@@ -307,6 +307,17 @@ var probes singleflight.Group
 // and records what it learned. reason labels the re-read metric.
 func (h *Handler) probeShared(reason string, r *http.Request, next caddyhttp.Handler, k, p string) existence {
 	v, _, _ := probes.Do(h.poolKey+"\x00"+k, func() (any, error) {
+		// A preflight that found k unknown may reach here just after another
+		// flight for k ended and recorded the answer: use it, don't ask again.
+		// (verify asks whatever the store holds: that is its point.)
+		if st, ok, err := h.store.Get(r.Context(), k); reason == rereadPreflight && err == nil && ok {
+			switch {
+			case st.IsLive():
+				return exists, nil
+			case st.IsGone():
+				return missing, nil
+			}
+		}
 		tok := h.store.ReadStart(k)
 		e, version := h.probe(r, next, p)
 		switch e {
