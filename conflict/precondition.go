@@ -63,7 +63,9 @@ func (e *PreconditionError) Unwrap() error { return ErrInvalidPrecondition }
 // If-None-Match: *, then the version header (SchemeHeader, field).
 // A claim carried in a JSON body is read by the caller.
 func ParseClaim(h http.Header, scheme Scheme, field string) (Claim, error) {
-	if vals := h.Values("If-Match"); len(vals) > 0 {
+	// The header names are written canonical: no lookup needs to canonicalize
+	// them (net/http stores a request's header names that way).
+	if vals := h["If-Match"]; len(vals) > 0 {
 		tags, any, ok := ParseTags(vals)
 		if !ok {
 			return Claim{}, &PreconditionError{Header: "If-Match", Value: strings.Join(vals, ", ")}
@@ -78,7 +80,7 @@ func ParseClaim(h http.Header, scheme Scheme, field string) (Claim, error) {
 	// RFC 9110 section 13.2.2: If-Unmodified-Since is ignored when If-Match
 	// is present; it is only meaningful with Last-Modified versions.
 	if scheme == SchemeLastModified {
-		if v := h.Get("If-Unmodified-Since"); v != "" {
+		if v := headerValue(h, "If-Unmodified-Since"); v != "" {
 			t, err := http.ParseTime(v)
 			if err != nil {
 				return Claim{}, &PreconditionError{Header: "If-Unmodified-Since", Value: v}
@@ -86,7 +88,7 @@ func ParseClaim(h http.Header, scheme Scheme, field string) (Claim, error) {
 			return Claim{Kind: ClaimDate, Date: t, Source: "If-Unmodified-Since"}, nil
 		}
 	}
-	if vals := h.Values("If-None-Match"); len(vals) > 0 {
+	if vals := h["If-None-Match"]; len(vals) > 0 {
 		tags, any, ok := ParseTags(vals)
 		if !ok {
 			return Claim{}, &PreconditionError{Header: "If-None-Match", Value: strings.Join(vals, ", ")}
@@ -108,4 +110,12 @@ func ParseClaim(h http.Header, scheme Scheme, field string) (Claim, error) {
 		}
 	}
 	return Claim{Kind: ClaimNone}, nil
+}
+
+// headerValue is h.Get of a canonical name.
+func headerValue(h http.Header, name string) string {
+	if v := h[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }

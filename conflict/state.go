@@ -85,27 +85,25 @@ func (s State) AfterWrite(based []string, r WriteResult) State {
 		return n
 	case r.Status == http.StatusConflict || r.Status == http.StatusPreconditionFailed:
 		// The upstream's own check failed: what we held is not current.
-		sup := supersedeAll(s.Superseded, s.Version)
-		return State{Version: r.Version, Superseded: without(sup, r.Version), Live: s.Live}
+		return State{Version: r.Version, Superseded: superseding(s.Superseded, Canonical(r.Version), nil, s.Version), Live: s.Live}
 	case r.Status >= 400:
 		return s
 	}
-	sup := supersedeAll(s.Superseded, based...)
-	sup = supersedeAll(sup, s.Version)
 	if r.Method == http.MethodDelete {
-		return State{Deleted: true, Superseded: sup}
+		return State{Deleted: true, Superseded: superseding(s.Superseded, "", based, s.Version)}
 	}
-	v := r.Version
+	v, c := r.Version, Canonical(r.Version)
 	for _, b := range based {
-		if v != "" && SameVersion(v, b) {
+		if v != "" && Canonical(b) == c {
 			// The write changed the resource but not its validator (nginx's
 			// mtime-size ETag, a one-second Last-Modified): the validator no
 			// longer names one state, so the current version is unknown.
-			v = ""
+			v, c = "", ""
+			break
 		}
 	}
 	// A 3xx did not show that the resource exists.
-	return State{Version: v, Superseded: without(sup, v), Live: r.Status < 300}
+	return State{Version: v, Superseded: superseding(s.Superseded, c, based, s.Version), Live: r.Status < 300}
 }
 
 func (s State) clone() State {
@@ -131,11 +129,41 @@ func supersede(list []string, v string) []string {
 	return n
 }
 
-func supersedeAll(list []string, vs ...string) []string {
-	for _, v := range vs {
-		list = supersede(list, v)
+// superseding is the list after a change to the version whose canonical
+// form is current: supersede of each of based in turn and then of last
+// (which ends up first), without current, in one allocation. list and based
+// are not modified.
+func superseding(list []string, current string, based []string, last string) []string {
+	n := make([]string, 0, min(len(list)+len(based)+1, MaxSuperseded))
+	// The new versions first, newest first. Usually based is [last].
+	prev := ""
+	for i := len(based); i >= 0; i-- {
+		v := last
+		if i < len(based) {
+			v = based[i]
+		}
+		if v == "" || v == prev {
+			continue
+		}
+		prev = v
+		if c := Canonical(v); c != current && len(n) < MaxSuperseded && !slices.Contains(n, c) {
+			n = append(n, c)
+		}
 	}
-	return list
+	// Then the list, whose entries are distinct already.
+	added := len(n)
+	for _, c := range list {
+		if len(n) == MaxSuperseded {
+			break
+		}
+		if c != current && !slices.Contains(n[:added], c) {
+			n = append(n, c)
+		}
+	}
+	if len(n) == 0 {
+		return nil
+	}
+	return n
 }
 
 // without returns list minus v; list itself is not modified.

@@ -1,8 +1,10 @@
 package conflict
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -79,5 +81,56 @@ func TestTransitionsDoNotShareMemory(t *testing.T) {
 	_ = a.AfterWrite([]string{`"z"`}, WriteResult{Method: "PUT", Status: 204})
 	if !reflect.DeepEqual(a.Superseded, []string{"x", "y"}) {
 		t.Fatalf("a stored state was modified: %q", a.Superseded)
+	}
+}
+
+// TestSupersedingMatchesSteps: superseding, which AfterWrite uses to build
+// the new list in one allocation, is the result of the steps it stands for:
+// supersede each based version, then the old current one, take the new
+// current one out, keep the newest MaxSuperseded.
+func TestSupersedingMatchesSteps(t *testing.T) {
+	steps := func(list []string, current string, based []string, last string) []string {
+		all := slices.Clone(list)
+		for _, v := range append(slices.Clone(based), last) {
+			if v == "" {
+				continue
+			}
+			c := Canonical(v)
+			all = append([]string{c}, slices.DeleteFunc(all, func(x string) bool { return x == c })...)
+		}
+		if current != "" {
+			all = slices.DeleteFunc(all, func(x string) bool { return x == Canonical(current) })
+		}
+		if len(all) > MaxSuperseded {
+			all = all[:MaxSuperseded]
+		}
+		if len(all) == 0 {
+			return nil
+		}
+		return all
+	}
+	tags := []string{"", `"a"`, `"b"`, `W/"c"`, `"d-gzip"`, "d", `"e"`, `"f"`, `"g"`, `"h"`, `"i"`, `"j"`}
+	rng := rand.New(rand.NewPCG(1, 2))
+	pick := func() string { return tags[rng.IntN(len(tags))] }
+	for range 20000 {
+		var list []string
+		for range rng.IntN(MaxSuperseded + 1) {
+			if v := pick(); v != "" && !slices.Contains(list, Canonical(v)) {
+				list = append(list, Canonical(v))
+			}
+		}
+		based := make([]string, rng.IntN(4))
+		for i := range based {
+			based[i] = pick()
+		}
+		current, last := pick(), pick()
+		listCopy, basedCopy := slices.Clone(list), slices.Clone(based)
+		got := superseding(list, Canonical(current), based, last)
+		if want := steps(list, current, based, last); !reflect.DeepEqual(got, want) {
+			t.Fatalf("superseding(%q, %q, %q, %q) = %q, want %q", list, current, based, last, got, want)
+		}
+		if !reflect.DeepEqual(list, listCopy) || !reflect.DeepEqual(based, basedCopy) {
+			t.Fatal("superseding modified its arguments")
+		}
 	}
 }

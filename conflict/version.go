@@ -6,12 +6,8 @@ package conflict
 
 import (
 	"strings"
+	"unicode/utf8"
 )
-
-// encodingSuffixes are appended to strong ETags by Caddy's encode handler and
-// by Apache's mod_deflate when they compress a response. A client that read a
-// compressed representation sends the suffixed tag back in If-Match.
-var encodingSuffixes = [...]string{"-gzip", "-zstd", "-br"}
 
 // Canonical returns the comparison form of an entity tag or version token:
 // the opaque value without "W/", quotes or an encoding suffix. Unquoted legacy
@@ -19,17 +15,33 @@ var encodingSuffixes = [...]string{"-gzip", "-zstd", "-br"}
 // canonical forms are equal (weak comparison, RFC 9110 section 8.8.3.2,
 // widened to ignore the suffixes that compression adds).
 func Canonical(tag string) string {
-	tag = strings.TrimSpace(tag)
-	if strings.HasPrefix(tag, "W/") {
+	if n := len(tag); n > 0 && (tag[0] <= ' ' || tag[0] >= utf8.RuneSelf || tag[n-1] <= ' ' || tag[n-1] >= utf8.RuneSelf) {
+		tag = strings.TrimSpace(tag)
+	}
+	if len(tag) >= 2 && tag[0] == 'W' && tag[1] == '/' {
 		tag = tag[2:]
 	}
-	if len(tag) >= 2 && tag[0] == '"' && tag[len(tag)-1] == '"' {
-		tag = tag[1 : len(tag)-1]
+	if n := len(tag); n >= 2 && tag[0] == '"' && tag[n-1] == '"' {
+		tag = tag[1 : n-1]
 	}
-	for _, s := range encodingSuffixes {
-		if strings.HasSuffix(tag, s) && len(tag) > len(s) {
-			return tag[:len(tag)-len(s)]
+	// Caddy's encode handler and Apache's mod_deflate append an encoding
+	// suffix to strong ETags when they compress a response, and a client
+	// that read a compressed representation sends it back in If-Match. The
+	// last byte tells which suffix may be there (this runs for every version
+	// compared or stored).
+	var suffix string
+	if n := len(tag); n > 3 {
+		switch tag[n-1] {
+		case 'p':
+			suffix = "-gzip"
+		case 'd':
+			suffix = "-zstd"
+		case 'r':
+			suffix = "-br"
 		}
+	}
+	if suffix != "" && len(tag) > len(suffix) && tag[len(tag)-len(suffix):] == suffix {
+		return tag[:len(tag)-len(suffix)]
 	}
 	return tag
 }
@@ -61,12 +73,12 @@ func ParseTags(values []string) (tags []string, any bool, ok bool) {
 	for _, line := range values {
 		s := line
 		for {
-			s = strings.TrimLeft(s, " \t,")
+			s = skipSpace(s, true)
 			if s == "" {
 				break
 			}
 			if s[0] == '*' {
-				rest := strings.TrimLeft(s[1:], " \t")
+				rest := skipSpace(s[1:], false)
 				if rest != "" && rest[0] != ',' {
 					return nil, false, false
 				}
@@ -78,8 +90,11 @@ func ParseTags(values []string) (tags []string, any bool, ok bool) {
 			if !good {
 				return nil, false, false
 			}
+			if tags == nil {
+				tags = make([]string, 0, 1) // usually all there is
+			}
 			tags = append(tags, tag)
-			s = strings.TrimLeft(rest, " \t")
+			s = skipSpace(rest, false)
 			if s != "" && s[0] != ',' {
 				return nil, false, false
 			}
@@ -90,6 +105,16 @@ func ParseTags(values []string) (tags []string, any bool, ok bool) {
 		return nil, false, false
 	}
 	return tags, any, true
+}
+
+// skipSpace drops the spaces and tabs at the start of s, and commas too if
+// commas is set (strings.TrimLeft with a cutset, without building the set).
+func skipSpace(s string, commas bool) string {
+	i := 0
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || commas && s[i] == ',') {
+		i++
+	}
+	return s[i:]
 }
 
 // scanTag reads one entity tag from the start of s: W/"x", "x" or a legacy

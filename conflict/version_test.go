@@ -1,7 +1,9 @@
 package conflict
 
 import (
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -22,6 +24,36 @@ func TestCanonical(t *testing.T) {
 	for _, tt := range tests {
 		if got := Canonical(tt.in); got != tt.want {
 			t.Errorf("Canonical(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestCanonicalMatchesDefinition compares Canonical with its definition,
+// written plainly, on generated tags.
+func TestCanonicalMatchesDefinition(t *testing.T) {
+	plain := func(tag string) string {
+		tag = strings.TrimSpace(tag)
+		tag = strings.TrimPrefix(tag, "W/")
+		if len(tag) >= 2 && tag[0] == '"' && tag[len(tag)-1] == '"' {
+			tag = tag[1 : len(tag)-1]
+		}
+		for _, s := range []string{"-gzip", "-zstd", "-br"} {
+			if strings.HasSuffix(tag, s) && len(tag) > len(s) {
+				return tag[:len(tag)-len(s)]
+			}
+		}
+		return tag
+	}
+	parts := []string{"", " ", "\t", "\u00a0", "\u0085", "é", "W/", `"`, "a", "7", "-", "-gzip", "-zstd", "-br", "gzip", "p", "d", "r", "-b"}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 200000 {
+		var b strings.Builder
+		for range rng.IntN(6) {
+			b.WriteString(parts[rng.IntN(len(parts))])
+		}
+		tag := b.String()
+		if got, want := Canonical(tag), plain(tag); got != want {
+			t.Fatalf("Canonical(%q) = %q, want %q", tag, got, want)
 		}
 	}
 }

@@ -88,28 +88,52 @@ type Memory struct {
 // shards is the number of shards of the claim table and of the key index.
 const shards = 256
 
-// entry is one stored state. It is never modified once stored: every change
-// stores a new entry.
+// entry is a key's place in the cache: the value ristretto holds (or is
+// about to apply) and the key index points to. Its state is swapped in
+// place when a change fits in the cost the entry was charged, so that most
+// writes to a known key never call ristretto's Set (which costs more than
+// the rest of a write); a change that needs more stores a new entry.
 type entry struct {
-	key    string
-	h      uint64 // hashKey(key)
-	state  conflict.State
-	stored int64       // Memory.now() when stored
-	exited atomic.Bool // ristretto let go of it (OnExit)
+	key     string
+	h       uint64 // hashKey(key)
+	charged int64  // the cost ristretto was given for the entry
+	cur     atomic.Pointer[stored]
+	exited  atomic.Bool // ristretto let go of it (OnExit)
 }
+
+// stored is one state of a key, never modified once stored.
+type stored struct {
+	state conflict.State
+	at    int64 // Memory.now() when stored
+}
+
+// load returns the entry's current state.
+func (e *entry) load() *stored { return e.cur.Load() }
 
 // keyLock is a key's write claim, present while a write holds or waits for
 // it. The claim is a token: its holder has it, or it sits in ch on its way
-// to the next waiter.
+// to the next waiter. A lock nobody holds (refs == 0) may stay in its
+// shard's table for the next write of the key, sparing a map insert and
+// delete per write; at most maxIdleLocks per shard do.
 type keyLock struct {
 	refs int           // holder + waiters
 	ch   chan struct{} // created by the first waiter
 }
 
+// maxIdleLocks bounds the idle locks of a claim shard.
+const maxIdleLocks = 2
+
 type claimShard struct {
 	mu    sync.Mutex
 	locks map[string]*keyLock
-	_     [48]byte // keep shards on separate cache lines
+	idle  int      // locks with refs == 0
+	_     [40]byte // keep shards on separate cache lines
+}
+
+// held reports whether a write holds or waits for the key's claim.
+func (sh *claimShard) held(key string) bool {
+	l := sh.locks[key]
+	return l != nil && l.refs > 0
 }
 
 type indexShard struct {
@@ -135,7 +159,7 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	slots := clampPow2(cfg.MaxBytes/256, 4096, 1<<20)
 	counters := max(cfg.MaxBytes/64, 4096)
 	fixed := slots*8 + sketchBytes(counters) + setBufferBytes +
-		int64(unsafe.Sizeof(Memory{}))
+		shards*maxIdleLocks*idleLockBytes + int64(unsafe.Sizeof(Memory{}))
 	if fixed >= cfg.MaxBytes/2 {
 		return nil, fmt.Errorf("versioncache: cache_size %d bytes leaves no room for entries", cfg.MaxBytes)
 	}
@@ -209,8 +233,16 @@ func (m *Memory) indexShard(h uint64) *indexShard { return &m.index[(h>>48)&(sha
 // something there since the last purge.
 const stampWritten = 1
 
-// alive reports whether e is still trusted at now.
-func (m *Memory) alive(e *entry, now int64) bool { return e != nil && now-e.stored < m.ttl }
+// alive returns e's state if it is still trusted at now, or nil.
+func (m *Memory) alive(e *entry, now int64) *stored {
+	if e == nil {
+		return nil
+	}
+	if v := e.load(); now-v.at < m.ttl {
+		return v
+	}
+	return nil
+}
 
 // touchSample: one lookup in touchSample is shown to ristretto. Its Get is
 // what counts an access for admission and eviction, and costs more than
@@ -233,14 +265,13 @@ func (m *Memory) Get(_ context.Context, key string) (conflict.State, bool, error
 	if m.closed.Load() {
 		return conflict.State{}, false, ErrClosed
 	}
-	e := m.indexed(key, hashKey(key))
-	ok := m.alive(e, m.now())
-	m.count(ok)
+	v := m.alive(m.indexed(key, hashKey(key)), m.now())
+	m.count(v != nil)
 	m.touch(key)
-	if !ok {
+	if v == nil {
 		return conflict.State{}, false, nil
 	}
-	return e.state, true, nil
+	return v.state, true, nil
 }
 
 // ReadStart implements Store: the token is the clock.
@@ -264,7 +295,11 @@ func (m *Memory) Observe(_ context.Context, key string, tok ReadToken, version s
 		return false, nil
 	}
 	e := m.indexed(key, h)
-	same := e != nil && int64(tok)-e.stored < m.ttl/4 && e.says(version, missing)
+	var same bool
+	if e != nil {
+		v := e.load()
+		same = int64(tok)-v.at < m.ttl/4 && says(&v.state, version, missing)
+	}
 	sh.mu.Unlock()
 	if same {
 		m.touch(key)
@@ -284,8 +319,8 @@ func (m *Memory) Observe(_ context.Context, key string, tok ReadToken, version s
 	now := m.now()
 	e = m.indexed(key, h)
 	var old conflict.State
-	if m.alive(e, now) {
-		old = e.state
+	if v := m.alive(e, now); v != nil {
+		old = v.state
 	}
 	next := old.Observed(version)
 	if missing {
@@ -305,13 +340,11 @@ func (m *Memory) Observe(_ context.Context, key string, tok ReadToken, version s
 // write holds or waits for the key, and none was decided or stored in its
 // slot since tok. The claim shard mutex must be held.
 func (m *Memory) observable(sh *claimShard, key string, h uint64, tok ReadToken) bool {
-	_, busy := sh.locks[key]
-	return !busy && m.slot(h).Load()>>1 < int64(tok)
+	return !sh.held(key) && m.slot(h).Load()>>1 < int64(tok)
 }
 
 // says reports whether storing what a read saw would change nothing.
-func (e *entry) says(version string, missing bool) bool {
-	s := &e.state
+func says(s *conflict.State, version string, missing bool) bool {
 	switch {
 	case s.Uncertain:
 		return false
@@ -330,21 +363,32 @@ func (m *Memory) Record(_ context.Context, key string, s conflict.State) error {
 	if m.closed.Load() {
 		return ErrClosed
 	}
-	m.write(key, hashKey(key), s)
+	m.write(key, hashKey(key), s, nil)
 	return nil
 }
 
-// write stores a write's result and stamps the key's slot. m.guard must be
-// held for reading.
-func (m *Memory) write(key string, h uint64, s conflict.State) {
+// write stores a write's result and stamps the key's slot. If the write
+// holds the key's claim l, it is released once the result is stored.
+// m.guard must be held for reading.
+func (m *Memory) write(key string, h uint64, s conflict.State, l *keyLock) {
 	sh := m.claimShard(h)
 	sh.mu.Lock()
 	now := m.now()
 	m.slot(h).Store(now<<1 | stampWritten)
 	e, async := m.setLocked(key, h, s, now)
+	if !async {
+		if l != nil {
+			releaseLocked(sh, l)
+		}
+		sh.mu.Unlock()
+		return
+	}
 	sh.mu.Unlock()
-	if async {
-		m.settle(sh, key, h, e, 0)
+	m.settle(sh, key, h, e, 0)
+	if l != nil {
+		sh.mu.Lock()
+		releaseLocked(sh, l)
+		sh.mu.Unlock()
 	}
 }
 
@@ -379,7 +423,8 @@ func (m *Memory) settle(sh *claimShard, key string, h uint64, e *entry, tok Read
 	if _, held := m.cache.Get(key); held {
 		// ristretto refused e and holds an older entry: replace it (an
 		// update is applied at once).
-		m.setLocked(key, h, e.state, e.stored)
+		v := e.load()
+		m.setLocked(key, h, v.state, v.at)
 	}
 }
 
@@ -387,13 +432,16 @@ func (m *Memory) settle(sh *claimShard, key string, h uint64, e *entry, tok Read
 // may apply the Set asynchronously: the key was new to it, as far as can be
 // told. The claim shard mutex must be held, and m.guard for reading.
 func (m *Memory) setLocked(key string, h uint64, s conflict.State, now int64) (e *entry, async bool) {
+	v := &stored{state: s, at: now}
+	e, p := m.swapIndex(key, h, v)
+	if e == p {
+		return e, false // changed in place
+	}
 	// Indexed before the Set: an update calls OnExit for the entry it
 	// replaces before it returns, and an eviction of e may follow at once.
-	e = &entry{h: h, state: s, stored: now}
-	p := m.swapIndex(key, e)
 	// No ristretto TTL: entries expire logically (alive), which spares
 	// ristretto's expiry buckets, about 120 bytes and a bucket move per Set.
-	if !m.cache.Set(e.key, e, e.cost()+m.sortedCost()) {
+	if !m.cache.Set(e.key, e, e.charged) {
 		// The set buffer was full: the entry was dropped.
 		m.unindex(e)
 		m.rejections.Add(1)
@@ -415,10 +463,14 @@ func (m *Memory) Claim(ctx context.Context, key string, timeout time.Duration) (
 	sh := m.claimShard(h)
 	sh.mu.Lock()
 	ls.l = sh.locks[key]
-	if ls.l == nil {
-		ls.own.refs = 1
-		ls.l = &ls.own
-		sh.locks[key] = ls.l
+	if ls.l == nil || ls.l.refs == 0 {
+		if ls.l == nil {
+			ls.l = &keyLock{}
+			sh.locks[key] = ls.l
+		} else {
+			sh.idle--
+		}
+		ls.l.refs = 1
 		prev, now := m.stampClaim(h)
 		sh.mu.Unlock()
 		return m.claimed(ls, prev, now)
@@ -479,7 +531,7 @@ func (m *Memory) await(ctx context.Context, sh *claimShard, key string, l *keyLo
 	select {
 	case <-l.ch:
 		// Handed over just as the wait ended: pass it on.
-		releaseLocked(sh, key, l)
+		releaseLocked(sh, l)
 	default:
 		l.refs-- // the holder still counts, so refs stays > 0
 	}
@@ -488,14 +540,22 @@ func (m *Memory) await(ctx context.Context, sh *claimShard, key string, l *keyLo
 }
 
 // releaseLocked gives up a held claim: to the next waiter, or the lock
-// leaves the table. The shard mutex must be held.
-func releaseLocked(sh *claimShard, key string, l *keyLock) {
+// stays idle in the table; past maxIdleLocks, the idle ones leave it. The
+// shard mutex must be held.
+func releaseLocked(sh *claimShard, l *keyLock) {
 	l.refs--
-	if l.refs == 0 {
-		delete(sh.locks, key)
+	if l.refs > 0 {
+		l.ch <- struct{}{} // never blocks: there is one token
 		return
 	}
-	l.ch <- struct{}{} // never blocks: there is one token
+	if sh.idle++; sh.idle > maxIdleLocks {
+		for k, x := range sh.locks {
+			if x.refs == 0 {
+				delete(sh.locks, k)
+			}
+		}
+		sh.idle = 0
+	}
 }
 
 // claimed returns the snapshot of a claim just acquired.
@@ -504,12 +564,11 @@ func (m *Memory) claimed(ls *memoryLease, prev, now int64) (Lease, Snapshot, err
 		ls.Release()
 		return nil, Snapshot{}, ErrClosed
 	}
-	e := m.indexed(ls.key, ls.h)
-	found := m.alive(e, now)
-	m.count(found)
+	v := m.alive(m.indexed(ls.key, ls.h), now)
+	m.count(v != nil)
 	m.touch(ls.key)
-	if found {
-		return ls, Snapshot{State: e.state, Found: true}, nil
+	if v != nil {
+		return ls, Snapshot{State: v.state, Found: true}, nil
 	}
 	recent := prev&stampWritten != 0 && now-prev>>1 < m.ttl
 	return ls, Snapshot{Recent: recent}, nil
@@ -519,8 +578,7 @@ type memoryLease struct {
 	m    *Memory
 	key  string
 	h    uint64
-	l    *keyLock // own, or the one of the write it waited behind
-	own  keyLock
+	l    *keyLock
 	done atomic.Bool
 }
 
@@ -530,14 +588,14 @@ func (ls *memoryLease) Commit(_ context.Context, s conflict.State) error {
 	if !ls.done.CompareAndSwap(false, true) {
 		return nil
 	}
-	defer ls.release()
 	m := ls.m
 	m.guard.RLock()
 	defer m.guard.RUnlock()
 	if m.closed.Load() {
+		ls.release()
 		return ErrClosed
 	}
-	m.write(ls.key, ls.h, s)
+	m.write(ls.key, ls.h, s, ls.l)
 	return nil
 }
 
@@ -551,7 +609,7 @@ func (ls *memoryLease) Release() {
 func (ls *memoryLease) release() {
 	sh := ls.m.claimShard(ls.h)
 	sh.mu.Lock()
-	releaseLocked(sh, ls.key, ls.l)
+	releaseLocked(sh, ls.l)
 	sh.mu.Unlock()
 }
 
@@ -600,7 +658,7 @@ func (m *Memory) purge(key string, h uint64) bool {
 	m.cache.Del(key)
 	m.unindex(p) // at once, even if ristretto has not applied its Set yet
 	m.slot(h).Store(now << 1)
-	return m.alive(p, now)
+	return m.alive(p, now) != nil
 }
 
 // List implements Store. ristretto cannot iterate keys; List walks the
@@ -626,10 +684,11 @@ func (m *Memory) List(_ context.Context, prefix, after string, limit int) ([]Ite
 		keys := px.ascend(from, prefix, batch)
 		for _, k := range keys {
 			e := m.indexed(k, hashKey(k))
-			if e == nil || now-e.stored >= m.ttl {
+			v := m.alive(e, now)
+			if v == nil {
 				continue
 			}
-			items = append(items, Item{Key: e.key, State: e.state})
+			items = append(items, Item{Key: e.key, State: v.state})
 			if len(items) > limit {
 				break
 			}
@@ -715,25 +774,35 @@ func (m *Memory) count(hit bool) {
 // the key was still pending, it keeps the older entry and the index loses
 // the key: unknown rather than stale (and a write settles it back).
 
-// swapIndex makes e the key's entry, taking its key string from the entry
-// it replaces (or a copy of key, so as not to pin a caller's larger
-// buffer), and returns the replaced entry.
-func (m *Memory) swapIndex(key string, e *entry) (prev *entry) {
-	ix := m.indexShard(e.h)
+// swapIndex makes v the key's state. If the key's entry is still held
+// (or about to be) and was charged enough for v, v replaces its state in
+// place and e == prev. Otherwise e is a new entry holding v, put in the
+// index in place of prev, with its key string taken from prev (or a copy
+// of key, so as not to pin a caller's larger buffer); the caller Sets it.
+func (m *Memory) swapIndex(key string, h uint64, v *stored) (e, prev *entry) {
+	ix := m.indexShard(h)
 	ix.mu.Lock()
+	defer ix.mu.Unlock()
 	prev = ix.keys[key]
 	if prev != nil {
-		e.key = prev.key
+		if !prev.exited.Load() && cost(prev.key, &v.state)+m.sortedCost() <= prev.charged {
+			// If ristretto lets go of prev meanwhile, the key leaves the
+			// index with it: unknown, as if evicted right after a Set.
+			prev.cur.Store(v)
+			return prev, prev
+		}
+		key = prev.key
 	} else {
-		e.key = strings.Clone(key)
+		key = strings.Clone(key)
 		m.entries.Add(1)
 		if p := m.sorted.Load(); p != nil {
-			p.add(e.key)
+			p.add(key)
 		}
 	}
-	ix.keys[e.key] = e
-	ix.mu.Unlock()
-	return prev
+	e = &entry{key: key, h: h, charged: cost(key, &v.state) + m.sortedCost()}
+	e.cur.Store(v)
+	ix.keys[key] = e
+	return e, prev
 }
 
 // addIndex puts e back as its key's entry.
@@ -777,8 +846,9 @@ func (m *Memory) indexed(key string, h uint64) *entry {
 
 // Memory accounting.
 const (
-	// entryBytes is the heap size of an entry (a 96-byte size class).
-	entryBytes = int64(unsafe.Sizeof(entry{})+15) &^ 15
+	// entryBytes is the heap size of an entry and of one stored state
+	// (48- and 64-byte size classes); the state's predecessors are garbage.
+	entryBytes = int64(unsafe.Sizeof(entry{})+15)&^15 + int64(unsafe.Sizeof(stored{})+15)&^15
 	// perKeyBookkeeping is what a key costs beyond its entry and strings
 	// and the 56 bytes ristretto adds itself: the key index slot, ristretto's
 	// store and policy map slots at their load factors. Measured, not
@@ -787,16 +857,19 @@ const (
 	perKeyBookkeeping = 240
 	// setBufferBytes is ristretto's set buffer, a channel of 32Ki pointers.
 	setBufferBytes = 32 << 10 * 8
+	// idleLockBytes bounds an idle claim lock: the lock, its map slot, and
+	// the key string it keeps (a typical key; keys are not bounded).
+	idleLockBytes = 128
 )
 
-// cost estimates the bytes an entry holds: the struct, its strings and
-// slice, and the bookkeeping of its key. ristretto adds its own per-item
-// cost (IgnoreInternalCost is off).
-func (e *entry) cost() int64 {
-	n := entryBytes + perKeyBookkeeping + strBytes(e.key) + strBytes(e.state.Version)
-	if c := cap(e.state.Superseded); c > 0 {
+// cost estimates the bytes an entry of key holding s takes: the structs,
+// their strings and slice, and the bookkeeping of the key. ristretto adds
+// its own per-item cost (IgnoreInternalCost is off).
+func cost(key string, s *conflict.State) int64 {
+	n := entryBytes + perKeyBookkeeping + strBytes(key) + strBytes(s.Version)
+	if c := cap(s.Superseded); c > 0 {
 		n += int64(c) * int64(unsafe.Sizeof(""))
-		for _, v := range e.state.Superseded {
+		for _, v := range s.Superseded {
 			n += strBytes(v)
 		}
 	}

@@ -610,7 +610,7 @@ func (r *Redis) Observe(ctx context.Context, key string, tok ReadToken, version 
 		// and it already says what the read saw.
 		now := r.now()
 		if r.cfg.NearCache > 0 && e.found && now-e.seen < int64(r.cfg.NearCache) &&
-			now-e.stored < int64(r.cfg.TTL)/4 && (&entry{state: e.state}).says(version, missing) {
+			now-e.stored < int64(r.cfg.TTL)/4 && says(&e.state, version, missing) {
 			return true, nil
 		}
 	} else if e != nil {
