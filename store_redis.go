@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/caddy-conflict/caddy-conflict/versioncache"
@@ -184,6 +186,7 @@ func (s RedisStore) OpenStore(ctx caddy.Context, o StoreOptions) (versioncache.S
 		}
 		cfg.TLS = &tls.Config{ServerName: host, InsecureSkipVerify: s.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
 	}
+	redisLogOnce.Do(func() { redis.SetLogger(redisLog{}) })
 	r, err := versioncache.NewRedis(cfg)
 	if err != nil {
 		return nil, err
@@ -206,6 +209,22 @@ func (s RedisStore) OpenStore(ctx caddy.Context, o StoreOptions) (versioncache.S
 		}
 	}()
 	return r, nil
+}
+
+// redisLog takes go-redis's own messages (a failed dial, a connection
+// dropped from the pool) to Caddy's log, as warnings of the logger "redis",
+// instead of go-redis's default: unstructured lines on stderr. go-redis has
+// one logger per process; the first Redis store opened sets it.
+type redisLog struct{}
+
+var (
+	redisLogOnce sync.Once
+	// redisLogger is where redisLog writes; tests replace it.
+	redisLogger = func() *zap.Logger { return caddy.Log().Named("redis") }
+)
+
+func (redisLog) Printf(_ context.Context, format string, v ...any) {
+	redisLogger().Warn(strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "))
 }
 
 // UnmarshalCaddyfile sets up the store from Caddyfile tokens. Syntax:

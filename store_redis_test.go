@@ -1,7 +1,9 @@
 package caddyconflict
 
 import (
+	"context"
 	"encoding/json"
+	"net"
 	"reflect"
 	"strings"
 	"testing"
@@ -9,6 +11,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+	zapobserver "go.uber.org/zap/zaptest/observer"
 )
 
 func TestRedisStoreCaddyfile(t *testing.T) {
@@ -116,5 +120,47 @@ func TestRedisStoreProvision(t *testing.T) {
 	other.DB = 1
 	if other.PoolKey(etag) == s.PoolKey(etag) {
 		t.Error("another db shares the pool key")
+	}
+}
+
+// TestRedisClientLogsToCaddy: once a Redis store is open, what go-redis
+// itself reports (here: it cannot dial a server that is not there) reaches
+// Caddy's log as a warning of the logger "redis", not raw lines on stderr.
+func TestRedisClientLogsToCaddy(t *testing.T) {
+	core, logs := zapobserver.New(zap.WarnLevel)
+	saved := redisLogger
+	redisLogger = func() *zap.Logger { return zap.New(core).Named("redis") }
+	t.Cleanup(func() { redisLogger = saved })
+
+	// An address nobody listens on.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	s := RedisStore{Address: addr, Timeout: caddy.Duration(200 * time.Millisecond)}
+	if err := s.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.OpenStore(caddy.Context{}, StoreOptions{TTL: time.Minute, CacheSize: 1 << 20, Namespace: "etag||"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, _, err := st.Get(context.Background(), "example.com/a"); err == nil {
+		t.Fatal("Get through a dead Redis succeeded")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for logs.FilterMessageSnippet("dial").Len() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	entries := logs.FilterMessageSnippet("dial").All()
+	if len(entries) == 0 {
+		t.Fatalf("no go-redis dial failure in Caddy's log; got %v", logs.All())
+	}
+	if e := entries[0]; e.LoggerName != "redis" || strings.HasPrefix(e.Message, "redis: ") || !strings.Contains(e.Message, addr) {
+		t.Errorf("logged %q by %q", e.Message, e.LoggerName)
 	}
 }
