@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -219,12 +220,16 @@ type redisLog struct{}
 
 var (
 	redisLogOnce sync.Once
-	// redisLogger is where redisLog writes; tests replace it.
-	redisLogger = func() *zap.Logger { return caddy.Log().Named("redis") }
+	// redisLogTo, if set, is where redisLog writes instead (tests).
+	redisLogTo atomic.Pointer[zap.Logger]
 )
 
 func (redisLog) Printf(_ context.Context, format string, v ...any) {
-	redisLogger().Warn(strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "))
+	l := redisLogTo.Load()
+	if l == nil {
+		l = caddy.Log().Named("redis")
+	}
+	l.Warn(strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "))
 }
 
 // UnmarshalCaddyfile sets up the store from Caddyfile tokens. Syntax:

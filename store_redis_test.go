@@ -128,9 +128,8 @@ func TestRedisStoreProvision(t *testing.T) {
 // Caddy's log as a warning of the logger "redis", not raw lines on stderr.
 func TestRedisClientLogsToCaddy(t *testing.T) {
 	core, logs := zapobserver.New(zap.WarnLevel)
-	saved := redisLogger
-	redisLogger = func() *zap.Logger { return zap.New(core).Named("redis") }
-	t.Cleanup(func() { redisLogger = saved })
+	redisLogTo.Store(zap.New(core).Named("redis"))
+	t.Cleanup(func() { redisLogTo.Store(nil) })
 
 	// An address nobody listens on.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,10 +79,16 @@ type RedisConfig struct {
 // is one Lua script (atomic in Redis), its result is stored and the claim
 // released by another, and a write decision is never made on local data.
 //
-// Data model: one Redis hash per resource key, <KeyPrefix><key>, so every
-// script touches exactly one key (the scripts would run unchanged on Redis
-// Cluster, where one key is one slot; Cluster is not supported yet: List
-// and prefix Purge scan one server). Its fields:
+// Data model: one Redis hash per resource key, <KeyPrefix><key>, and one
+// sorted set per table, <KeyPrefix>\x00index, that indexes the keys by
+// prefix, so that List, a prefix Purge and `guard children` cost the keys
+// they return, not a SCAN of the keyspace. Every script that stores a hash
+// adds its key to the index (no extra round trip); members of keys that
+// expired are swept as new keys arrive (at most about as many as there are
+// live keys) and dropped when a List meets them. Keys stored by a version
+// without the index enter it on their next change. (Redis Cluster is not
+// supported: the index and a table's hashes are not in one slot.) A hash's
+// fields:
 //
 //	st  the state (encodeState), trusted while at is less than ttl ago
 //	u   "1" when the state is uncertain (a write's outcome was never seen)
@@ -125,9 +129,12 @@ type Redis struct {
 	client  *redis.Client
 	pubsub  *redis.PubSub
 	channel string
-	ttlUS   int64 // ttl in µs
-	leaseUS int64
-	lifeMS  string // PEXPIRE of a key: it outlives its state and its claim
+	// keys is the table's key index, a sorted set; sweep its cleaning
+	// cursor (see the index function of the scripts).
+	keys, sweep string
+	ttlUS       int64 // ttl in µs
+	leaseUS     int64
+	lifeMS      string // PEXPIRE of a key: it outlives its state and its claim
 
 	base time.Time
 	near *ristretto.Cache[string, *nearEntry]
@@ -192,6 +199,8 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	r := &Redis{
 		cfg:     cfg,
 		channel: cfg.KeyPrefix + "released",
+		keys:    cfg.KeyPrefix + indexSuffix,
+		sweep:   cfg.KeyPrefix + indexSuffix + "-sweep",
 		ttlUS:   cfg.TTL.Microseconds(),
 		leaseUS: cfg.Lease.Microseconds(),
 		lifeMS:  strconv.FormatInt((max(cfg.TTL, cfg.Lease) + time.Second).Milliseconds(), 10),
@@ -312,7 +321,7 @@ type reply struct {
 }
 
 func (r *Redis) run(ctx context.Context, s *redis.Script, key string, args ...any) (reply, error) {
-	v, err := s.Run(ctx, r.client, []string{r.cfg.KeyPrefix + key}, args...).Result()
+	v, err := s.Run(ctx, r.client, r.scriptKeys(key), args...).Result()
 	if err != nil {
 		return reply{}, r.failed(ctx, err)
 	}
@@ -331,6 +340,17 @@ func (r *Redis) run(ctx context.Context, s *redis.Script, key string, args ...an
 	rep.leaseEnd, _ = a[5].(int64)
 	return rep, nil
 }
+
+// scriptKeys are the KEYS of a script on key: its hash, the key index and
+// the index's sweep cursor.
+func (r *Redis) scriptKeys(key string) []string {
+	return []string{r.cfg.KeyPrefix + key, r.keys, r.sweep}
+}
+
+// indexSuffix follows KeyPrefix in the name of the key index. A resource
+// key would have to be exactly this string (a NUL byte and "index") to
+// collide with it.
+const indexSuffix = "\x00index"
 
 // newGen returns a fresh generation: random, positive, never 0 (no key).
 func newGen() int64 { return rand.Int64N(math.MaxInt64) + 1 }
@@ -353,6 +373,29 @@ local function alive(at, now, ttl)
   return at and now - tonumber(at) < tonumber(ttl)
 end
 local k = KEYS[1]
+-- index adds k to the table's key index (KEYS[2]): a sorted set of the
+-- keys without KeyPrefix, all of score 0, read by prefix with ZRANGEBYLEX
+-- (List, prefix purge, guard children). A key that left Redis (expired)
+-- stays a member until a sweep finds it gone: each key new to the index
+-- checks the next two members at a cursor (KEYS[3]) that walks the index
+-- round and round, so the index holds at most about twice the live keys.
+-- The index and its cursor live as long as the longest-lived key.
+local function index(life)
+  local p = string.sub(KEYS[2], 1, -7)
+  redis.call('PEXPIRE', KEYS[2], life)
+  if redis.call('ZADD', KEYS[2], 0, string.sub(k, #p + 1)) == 0 then return end
+  local from = redis.call('GET', KEYS[3])
+  local lo = '-'
+  if from and from ~= '' then lo = '(' .. from end
+  local ms = redis.call('ZRANGEBYLEX', KEYS[2], lo, '+', 'LIMIT', 0, 2)
+  local last = ''
+  for _, x in ipairs(ms) do
+    if redis.call('EXISTS', p .. x) == 0 then redis.call('ZREM', KEYS[2], x) end
+    last = x
+  end
+  if #ms < 2 then last = '' end
+  redis.call('SET', KEYS[3], last, 'PX', life)
+end
 `
 
 var (
@@ -367,6 +410,7 @@ if not g and ARGV[1] ~= '' then
   g = ARGV[1]
   redis.call('HSET', k, 'g', g)
   redis.call('PEXPIRE', k, ARGV[2])
+  index(ARGV[2])
 end
 local left = 0
 if h[5] then left = math.max(tonumber(h[6] or '0') - now, 0) end
@@ -399,6 +443,7 @@ if c then
 end
 redis.call('HSET', k, 'c', ARGV[1], 'ce', fmt(now + tonumber(ARGV[2])), 'g', ARGV[4])
 redis.call('PEXPIRE', k, ARGV[5])
+index(ARGV[5])
 return {1, ARGV[4], st or '', u or '', age(at, now), 0}
 `)
 
@@ -418,6 +463,7 @@ if h[1] == ARGV[1] then
   if u == '1' then redis.call('HSET', k, 'u', '1') else redis.call('HDEL', k, 'u') end
   redis.call('HDEL', k, 'c', 'ce', 't')
   redis.call('PEXPIRE', k, ARGV[5])
+  index(ARGV[5])
   redis.call('PUBLISH', ARGV[7], ARGV[8])
   return {1, ARGV[4], ARGV[2], u, 0, 0}
 end
@@ -428,6 +474,7 @@ if not alive(h[4], now, ARGV[6]) then redis.call('HDEL', k, 'st') end
 redis.call('HSET', k, 'u', '1', 'at', fmt(now), 'g', ARGV[4])
 if h[1] then redis.call('HSET', k, 't', '1') end
 redis.call('PEXPIRE', k, ARGV[5])
+index(ARGV[5])
 return {0, ARGV[4], '', '1', 0, 0}
 `)
 
@@ -452,6 +499,7 @@ return {1, '', '', '', -1, 0}
 if redis.call('HGET', k, 'c') ~= ARGV[1] then return 0 end
 redis.call('HSET', k, 'ce', fmt(now_us() + tonumber(ARGV[2])))
 redis.call('PEXPIRE', k, ARGV[3])
+index(ARGV[3])
 return 1
 `)
 
@@ -477,12 +525,14 @@ if live and not u and st == nxt then
     at = fmt(now)
     redis.call('HSET', k, 'at', at)
     redis.call('PEXPIRE', k, ARGV[6])
+    index(ARGV[6])
   end
   return {1, g, st, '', age(at, now), 0}
 end
 redis.call('HSET', k, 'st', nxt, 'at', fmt(now), 'g', ARGV[4])
 redis.call('HDEL', k, 'u')
 redis.call('PEXPIRE', k, ARGV[6])
+index(ARGV[6])
 return {1, ARGV[4], nxt, '', 0, 0}
 `)
 
@@ -492,6 +542,7 @@ return {1, ARGV[4], nxt, '', 0, 0}
 redis.call('HSET', k, 'st', ARGV[1], 'at', fmt(now_us()), 'g', ARGV[3])
 if ARGV[2] == '1' then redis.call('HSET', k, 'u', '1') else redis.call('HDEL', k, 'u') end
 redis.call('PEXPIRE', k, ARGV[4])
+index(ARGV[4])
 return {1, ARGV[3], ARGV[1], ARGV[2], 0, 0}
 `)
 
@@ -508,7 +559,20 @@ if alive(at, now, ARGV[2]) then code = 1 end
 redis.call('HDEL', k, 'st', 'at', 'u')
 redis.call('HSET', k, 'g', ARGV[1])
 redis.call('PEXPIRE', k, ARGV[3])
+index(ARGV[3])
 return {code, ARGV[1], '', '', -1, 0}
+`)
+
+	// prune removes from the key index (KEYS[1]) the members of ARGV
+	// whose keys are gone, and returns how many it removed. The check and
+	// the removal are one step, so a key created meanwhile keeps its member.
+	pruneScript = redis.NewScript(`
+local p = string.sub(KEYS[1], 1, -7)
+local n = 0
+for _, m in ipairs(ARGV) do
+  if redis.call('EXISTS', p .. m) == 0 then n = n + redis.call('ZREM', KEYS[1], m) end
+end
+return n
 `)
 )
 
@@ -818,7 +882,7 @@ func (ls *redisLease) renew() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ls.r.cfg.Timeout)
-	ok, err := renewScript.Run(ctx, ls.r.client, []string{ls.r.cfg.KeyPrefix + ls.key},
+	ok, err := renewScript.Run(ctx, ls.r.client, ls.r.scriptKeys(ls.key),
 		ls.token, ls.r.leaseUS, ls.r.lifeMS).Int()
 	cancel()
 	if err == nil && ok == 0 {
@@ -885,73 +949,84 @@ func (ls *redisLease) abandon() {
 	_, _ = r.run(ctx, releaseScript, ls.key, ls.token, r.channel, ls.key, r.ttlUS)
 }
 
-// Purge implements Store. A prefix purge scans the keys under the prefix
-// (SCAN, in batches): it is meant for the admin API, not for a hot path.
+// Purge implements Store. A prefix purge walks the key index under the
+// prefix: it costs the keys it purges, not the keyspace.
 func (r *Redis) Purge(ctx context.Context, key string, prefix bool) (int, error) {
 	if r.closed.Load() {
 		return 0, ErrClosed
 	}
-	keys := []string{key}
-	if prefix {
-		var err error
-		if keys, err = r.scan(ctx, key); err != nil {
-			return 0, err
-		}
-		r.guard.Lock()
-		if !r.closed.Load() {
-			r.near.Clear()
-		}
-		r.guard.Unlock()
+	if !prefix {
+		return r.purge(ctx, key)
 	}
+	r.guard.Lock()
+	if !r.closed.Load() {
+		r.near.Clear()
+	}
+	r.guard.Unlock()
 	n := 0
-	for _, k := range keys {
-		rep, err := r.run(ctx, purgeScript, k, genArg(newGen()), r.ttlUS, r.lifeMS)
+	for from := key; ; {
+		keys, err := r.members(ctx, from, key, listBatch)
 		if err != nil {
 			return n, err
 		}
-		r.nearDel(k)
-		n += int(rep.code)
+		for _, k := range keys {
+			p, err := r.purge(ctx, k)
+			n += p
+			if err != nil {
+				return n, err
+			}
+		}
+		if len(keys) < listBatch {
+			return n, nil
+		}
+		from = keys[len(keys)-1] + "\x00"
 	}
-	return n, nil
 }
 
-// scan returns the keys (without KeyPrefix) starting with prefix.
-func (r *Redis) scan(ctx context.Context, prefix string) ([]string, error) {
-	match := escapeGlob(r.cfg.KeyPrefix+prefix) + "*"
-	var keys []string
-	var cursor uint64
-	for {
-		batch, next, err := r.client.Scan(ctx, cursor, match, 1000).Result()
-		if err != nil {
-			return nil, r.failed(ctx, err)
-		}
-		for _, k := range batch {
-			keys = append(keys, strings.TrimPrefix(k, r.cfg.KeyPrefix))
-		}
-		if next == 0 {
-			break
-		}
-		cursor = next
+func (r *Redis) purge(ctx context.Context, key string) (int, error) {
+	rep, err := r.run(ctx, purgeScript, key, genArg(newGen()), r.ttlUS, r.lifeMS)
+	if err != nil {
+		return 0, err
 	}
-	slices.Sort(keys)
-	return slices.Compact(keys), nil // SCAN may return a key twice
+	r.nearDel(key)
+	return int(rep.code), nil
 }
 
-func escapeGlob(s string) string {
-	if !strings.ContainsAny(s, `*?[]\`) {
-		return s
+// listBatch is how many keys List and Purge take from the index at a time.
+const listBatch = 256
+
+// members returns up to n keys of the key index, in order, that start with
+// prefix and are not less than from (from >= prefix).
+func (r *Redis) members(ctx context.Context, from, prefix string, n int) ([]string, error) {
+	lo, hi := "-", "+"
+	if from != "" {
+		lo = "[" + from
 	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if strings.IndexByte(`*?[]\`, s[i]) >= 0 {
-			b.WriteByte('\\')
-		}
-		b.WriteByte(s[i])
+	if end, ok := prefixEnd(prefix); ok {
+		hi = "(" + end
 	}
-	return b.String()
+	keys, err := r.client.ZRangeByLex(ctx, r.keys, &redis.ZRangeBy{Min: lo, Max: hi, Count: int64(n)}).Result()
+	if err != nil {
+		return nil, r.failed(ctx, err)
+	}
+	return keys, nil
 }
 
-// List implements Store. It scans the keys under the prefix (admin API).
+// prefixEnd returns the smallest string greater than every string that
+// starts with prefix; ok is false when there is none (prefix is empty or
+// all 0xff bytes).
+func prefixEnd(prefix string) (string, bool) {
+	for i := len(prefix) - 1; i >= 0; i-- {
+		if prefix[i] != 0xff {
+			return prefix[:i] + string([]byte{prefix[i] + 1}), true
+		}
+	}
+	return "", false
+}
+
+// List implements Store. It walks the key index from the cursor and reads
+// each key's state (one pipeline per batch); keys that left Redis are
+// dropped from the index on the way.
 func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]Item, string, error) {
 	if limit <= 0 {
 		limit = DefaultListLimit
@@ -959,30 +1034,35 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 	if r.closed.Load() {
 		return nil, "", ErrClosed
 	}
-	keys, err := r.scan(ctx, prefix)
-	if err != nil {
-		return nil, "", err
+	from := prefix
+	if after != "" {
+		from = max(prefix, after+"\x00") // the smallest key after the cursor
 	}
-	i, _ := slices.BinarySearch(keys, after)
-	for i < len(keys) && keys[i] <= after {
-		i++
-	}
-	keys = keys[i:]
 	var items []Item
-	const batch = 256
-	for len(keys) > 0 && len(items) <= limit {
-		n := min(len(keys), batch)
-		cmds := make([]*redis.Cmd, n)
+	for len(items) <= limit {
+		keys, err := r.members(ctx, from, prefix, listBatch)
+		if err != nil {
+			return nil, "", err
+		}
+		if len(keys) == 0 {
+			break
+		}
+		cmds := make([]*redis.Cmd, len(keys))
 		pipe := r.client.Pipeline()
-		for j, k := range keys[:n] {
-			cmds[j] = readScript.Eval(ctx, pipe, []string{r.cfg.KeyPrefix + k}, "", r.lifeMS)
+		for j, k := range keys {
+			cmds[j] = readScript.Eval(ctx, pipe, r.scriptKeys(k), "", r.lifeMS)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, "", r.failed(ctx, err)
 		}
+		var gone []any
 		for j, cmd := range cmds {
 			v, _ := cmd.Slice()
 			if len(v) != 6 {
+				continue
+			}
+			if g, _ := v[1].(string); g == "" {
+				gone = append(gone, keys[j]) // expired: no generation left
 				continue
 			}
 			st, _ := v[2].(string)
@@ -992,9 +1072,18 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 			if err != nil || age < 0 || age >= r.ttlUS {
 				continue
 			}
-			items = append(items, Item{Key: keys[j], State: s})
+			if len(items) <= limit {
+				items = append(items, Item{Key: keys[j], State: s})
+			}
 		}
-		keys = keys[n:]
+		if len(gone) > 0 {
+			// Not needed for the answer: an error only leaves them for later.
+			_ = pruneScript.Run(ctx, r.client, []string{r.keys}, gone...).Err()
+		}
+		if len(keys) < listBatch {
+			break
+		}
+		from = keys[len(keys)-1] + "\x00"
 	}
 	var next string
 	if len(items) > limit {

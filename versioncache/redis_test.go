@@ -794,3 +794,131 @@ func BenchmarkRedisGet(b *testing.B) {
 	b.StopTimer()
 	reportRoundTrips(b, r, before)
 }
+
+// List, a prefix Purge and `guard children` read the key index: what they
+// cost depends on the keys under the prefix, not on the keyspace.
+func TestRedisListCostsItsKeys(t *testing.T) {
+	srv := backends.StartRedis(t)
+	r := newTestRedis(t, srv, RedisConfig{})
+	ctx := context.Background()
+	for i := range 3000 {
+		if err := r.Record(ctx, "h/other/"+strconv.Itoa(i), conflict.State{Version: "1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []string{"h/bucket/a", "h/bucket/b"} {
+		if err := r.Record(ctx, k, conflict.State{Version: "1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := r.List(ctx, "h/bucket/", "", 10); err != nil { // warms the connection pool
+		t.Fatal(err)
+	}
+	before := r.RoundTrips()
+	items, next, err := r.List(ctx, "h/bucket/", "", 10)
+	if err != nil || len(items) != 2 || next != "" {
+		t.Fatalf("List = %v %q %v", items, next, err)
+	}
+	if n := r.RoundTrips() - before; n != 2 {
+		t.Errorf("listing 2 keys among 3002 took %d round trips, want 2 (index range, one pipeline)", n)
+	}
+	if _, err := r.Purge(ctx, "h/none", false); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	before = r.RoundTrips()
+	if n, err := r.Purge(ctx, "h/bucket/", true); n != 2 || err != nil {
+		t.Fatalf("Purge prefix = %d %v", n, err)
+	}
+	if n := r.RoundTrips() - before; n != 3 {
+		t.Errorf("purging 2 keys among 3002 took %d round trips, want 3 (index range, one per key)", n)
+	}
+}
+
+// Members of keys that left Redis are swept as new keys arrive, and the
+// ones a List meets are dropped: the index stays near the live keys.
+func TestRedisIndexSwept(t *testing.T) {
+	srv := backends.StartRedis(t)
+	r := newTestRedis(t, srv, RedisConfig{})
+	ctx := context.Background()
+	card := func() int64 {
+		t.Helper()
+		n, err := r.client.ZCard(ctx, r.keys).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	const n = 300
+	for i := range n {
+		k := "h/old/" + strconv.Itoa(i)
+		if err := r.Record(ctx, k, conflict.State{Version: "1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The old keys leave Redis as if they had expired.
+	for i := range n {
+		if err := r.client.Del(ctx, r.cfg.KeyPrefix+"h/old/"+strconv.Itoa(i)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		l, _ := claimOn(t, r, "h/new/"+strconv.Itoa(i))
+		if err := l.Commit(ctx, conflict.State{Version: "2"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 300 arrivals checked 600 members of an index of at most 600.
+	if c := card(); c > n+n/4 {
+		t.Errorf("index holds %d members for %d live keys after %d arrivals", c, n, n)
+	}
+	if items, _, err := r.List(ctx, "h/old/", "", 0); err != nil || len(items) != 0 {
+		t.Fatalf("List of gone keys = %v %v", items, err)
+	}
+	if c := card(); c != n {
+		t.Errorf("after a List over the gone keys the index holds %d members, want %d", c, n)
+	}
+	items, _, err := r.List(ctx, "h/new/", "", 1000)
+	if err != nil || len(items) != n {
+		t.Fatalf("List of live keys = %d items, %v", len(items), err)
+	}
+}
+
+// A key stored before the index existed (here: taken out of it) is listed
+// again once it changes.
+func TestRedisIndexCatchesUp(t *testing.T) {
+	srv := backends.StartRedis(t)
+	r := newTestRedis(t, srv, RedisConfig{})
+	ctx := context.Background()
+	if err := r.Record(ctx, "h/c/1", conflict.State{Version: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.client.ZRem(ctx, r.keys, "h/c/1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if items, _, _ := r.List(ctx, "h/c/", "", 0); len(items) != 0 {
+		t.Fatalf("List = %v, want nothing (not indexed)", items)
+	}
+	l, _ := claimOn(t, r, "h/c/1")
+	if err := l.Commit(ctx, conflict.State{Version: "2"}); err != nil {
+		t.Fatal(err)
+	}
+	if items, _, _ := r.List(ctx, "h/c/", "", 0); len(items) != 1 || items[0].State.Version != "2" {
+		t.Fatalf("List after a change = %v", items)
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	for _, tt := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"", "", false},
+		{"h/a/", "h/a0", true},
+		{"h/a\xff", "h/b", true},
+		{"\xff\xff", "", false},
+	} {
+		if got, ok := prefixEnd(tt.in); got != tt.want || ok != tt.ok {
+			t.Errorf("prefixEnd(%q) = %q %v, want %q %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
