@@ -231,15 +231,41 @@ func TestMemoryLateReadNotRecorded(t *testing.T) {
 // Readers and writers race on a few keys against a simulated upstream. A
 // write must find either nothing or exactly the upstream's version: a late
 // read never puts back a version a write superseded.
+// Readers, writers and (in "evicting") a flood of other keys that makes
+// ristretto evict the written ones: a write that finds a state always finds
+// the upstream's current version, whether its entry was replaced, updated
+// in place (states of varying size), evicted or never admitted.
 func TestMemoryConcurrentReadsAndWrites(t *testing.T) {
+	for _, evicting := range []bool{false, true} {
+		name := "stable"
+		if evicting {
+			name = "evicting"
+		}
+		t.Run(name, func(t *testing.T) { testConcurrentReadsAndWrites(t, evicting) })
+	}
+}
+
+func testConcurrentReadsAndWrites(t *testing.T, evicting bool) {
 	ctx := context.Background()
-	m := newTestMemory(t, MemoryConfig{})
+	cfg := MemoryConfig{}
+	if evicting {
+		cfg.MaxBytes = MinMemoryBytes
+	}
+	m := newTestMemory(t, cfg)
 	const keys = 4
 	var upstream [keys]atomic.Int64
 	var commits, found atomic.Int64
 	stop := time.Now().Add(300 * time.Millisecond)
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
+	if evicting {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(stop); i++ {
+				key := "example.com/flood/" + strconv.Itoa(i)
+				_, _ = m.Observe(ctx, key, m.ReadStart(key), `"f"`, false)
+			}
+		})
+	}
 	for g := range 8 {
 		wg.Add(1)
 		go func() {
@@ -275,7 +301,11 @@ func TestMemoryConcurrentReadsAndWrites(t *testing.T) {
 				}
 				upstream[k].Store(now + 1)
 				commits.Add(1)
-				if err := l.Commit(ctx, conflict.State{Version: strconv.FormatInt(now+1, 10)}); err != nil {
+				next := conflict.State{Version: strconv.FormatInt(now+1, 10)}
+				for j := range int(now % 5) { // sizes that go up and down
+					next.Superseded = append(next.Superseded, strconv.FormatInt(now-int64(j), 10))
+				}
+				if err := l.Commit(ctx, next); err != nil {
 					errs <- err
 					return
 				}
@@ -289,6 +319,9 @@ func TestMemoryConcurrentReadsAndWrites(t *testing.T) {
 	}
 	if found.Load() == 0 {
 		t.Errorf("no write found a state in %d commits", commits.Load())
+	}
+	if st := m.Stats(); evicting && st.Evictions == 0 {
+		t.Errorf("nothing was evicted: %+v", st)
 	}
 }
 
