@@ -382,8 +382,9 @@ local k = KEYS[1]
 -- The index and its cursor live as long as the longest-lived key.
 local function index(life)
   local p = string.sub(KEYS[2], 1, -7)
+  local added = redis.call('ZADD', KEYS[2], 0, string.sub(k, #p + 1))
   redis.call('PEXPIRE', KEYS[2], life)
-  if redis.call('ZADD', KEYS[2], 0, string.sub(k, #p + 1)) == 0 then return end
+  if added == 0 then return end
   local from = redis.call('GET', KEYS[3])
   local lo = '-'
   if from and from ~= '' then lo = '(' .. from end

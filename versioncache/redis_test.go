@@ -867,6 +867,9 @@ func TestRedisIndexSwept(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if ttl, err := r.client.PTTL(ctx, r.keys).Result(); err != nil || ttl <= 0 || ttl > DefaultTTL+2*time.Second {
+		t.Errorf("the index expires in %s (%v), want about the keys' life", ttl, err)
+	}
 	// 300 arrivals checked 600 members of an index of at most 600.
 	if c := card(); c > n+n/4 {
 		t.Errorf("index holds %d members for %d live keys after %d arrivals", c, n, n)
@@ -891,6 +894,10 @@ func TestRedisIndexCatchesUp(t *testing.T) {
 	ctx := context.Background()
 	if err := r.Record(ctx, "h/c/1", conflict.State{Version: "1"}); err != nil {
 		t.Fatal(err)
+	}
+	// The index created by the table's first key expires like it.
+	if ttl, err := r.client.PTTL(ctx, r.keys).Result(); err != nil || ttl <= 0 {
+		t.Errorf("a new index expires in %s (%v), want the key's life", ttl, err)
 	}
 	if err := r.client.ZRem(ctx, r.keys, "h/c/1").Err(); err != nil {
 		t.Fatal(err)
