@@ -28,22 +28,39 @@ func TestCanonical(t *testing.T) {
 	}
 }
 
+// canonicalPlain is Canonical's definition written plainly: trim, drop
+// "W/", drop the quotes, drop one encoding suffix.
+func canonicalPlain(tag string) string {
+	tag = strings.TrimSpace(tag)
+	tag = strings.TrimPrefix(tag, "W/")
+	if len(tag) >= 2 && tag[0] == '"' && tag[len(tag)-1] == '"' {
+		tag = tag[1 : len(tag)-1]
+	}
+	for _, s := range []string{"-gzip", "-zstd", "-br"} {
+		if strings.HasSuffix(tag, s) && len(tag) > len(s) {
+			return tag[:len(tag)-len(s)]
+		}
+	}
+	return tag
+}
+
+// FuzzCanonical: Canonical, which runs for every version compared or
+// stored, agrees with its plain definition on any input.
+func FuzzCanonical(f *testing.F) {
+	for _, seed := range []string{`"abc"`, `W/"abc-gzip"`, ` "x-br" `, "\u00a0\"v\"", `"-zstd"`, `W/`, `""`, "a-p", "é-gzip"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, tag string) {
+		if got, want := Canonical(tag), canonicalPlain(tag); got != want {
+			t.Fatalf("Canonical(%q) = %q, want %q", tag, got, want)
+		}
+	})
+}
+
 // TestCanonicalMatchesDefinition compares Canonical with its definition,
 // written plainly, on generated tags.
 func TestCanonicalMatchesDefinition(t *testing.T) {
-	plain := func(tag string) string {
-		tag = strings.TrimSpace(tag)
-		tag = strings.TrimPrefix(tag, "W/")
-		if len(tag) >= 2 && tag[0] == '"' && tag[len(tag)-1] == '"' {
-			tag = tag[1 : len(tag)-1]
-		}
-		for _, s := range []string{"-gzip", "-zstd", "-br"} {
-			if strings.HasSuffix(tag, s) && len(tag) > len(s) {
-				return tag[:len(tag)-len(s)]
-			}
-		}
-		return tag
-	}
+	plain := canonicalPlain
 	parts := []string{"", " ", "\t", "\u00a0", "\u0085", "é", "W/", `"`, "a", "7", "-", "-gzip", "-zstd", "-br", "gzip", "p", "d", "r", "-b"}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for range 200000 {
