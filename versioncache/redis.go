@@ -1095,15 +1095,17 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 }
 
 // Stats implements Store. Hits and Misses count Claim and Get; Evictions,
-// Rejections, Bytes and MaxBytes are the near-cache's. Entries is 0: the
-// number of keys in Redis is not known without asking it.
+// Rejections, Bytes and MaxBytes are the near-cache's. Entries is the size
+// of the table's key index in Redis, asked on each call (0 when Redis does
+// not answer within statsTimeout): like the memory store's, it also counts
+// keys that expired but were not swept yet.
 func (r *Redis) Stats() Stats {
 	r.guard.RLock()
-	defer r.guard.RUnlock()
 	if r.closed.Load() {
+		r.guard.RUnlock()
 		return Stats{}
 	}
-	return Stats{
+	st := Stats{
 		Hits:       r.hits.Load(),
 		Misses:     r.misses.Load(),
 		Evictions:  r.evictions.Load(),
@@ -1111,7 +1113,19 @@ func (r *Redis) Stats() Stats {
 		Bytes:      r.near.MaxCost() - r.near.RemainingCost(),
 		MaxBytes:   r.cfg.NearBytes,
 	}
+	r.guard.RUnlock()
+	if r.check() == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), min(r.cfg.Timeout, statsTimeout))
+		defer cancel()
+		if n, err := r.client.ZCard(ctx, r.keys).Result(); err == nil {
+			st.Entries = uint64(n)
+		}
+	}
+	return st
 }
+
+// statsTimeout bounds the Redis call of Stats (a metrics scrape).
+const statsTimeout = 500 * time.Millisecond
 
 func (r *Redis) count(hit bool) {
 	if hit {

@@ -811,6 +811,9 @@ func TestRedisListCostsItsKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if n := r.Stats().Entries; n != 3002 {
+		t.Errorf("Stats().Entries = %d, want 3002", n)
+	}
 	if _, _, err := r.List(ctx, "h/bucket/", "", 10); err != nil { // warms the connection pool
 		t.Fatal(err)
 	}
