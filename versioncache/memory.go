@@ -676,10 +676,7 @@ func (m *Memory) List(_ context.Context, prefix, after string, limit int) ([]Ite
 	px := m.prefixes()
 	now := m.now()
 	items := make([]Item, 0, min(limit+1, 1024))
-	from := prefix
-	if after != "" {
-		from = max(prefix, after+"\x00") // the smallest key after the cursor
-	}
+	from := listStart(prefix, after)
 	for batch := min(limit+1, 1024); len(items) <= limit; {
 		keys := px.ascend(from, prefix, batch)
 		for _, k := range keys {
@@ -698,12 +695,7 @@ func (m *Memory) List(_ context.Context, prefix, after string, limit int) ([]Ite
 		}
 		from = keys[len(keys)-1] + "\x00"
 	}
-	var next string
-	if len(items) > limit {
-		items = items[:limit]
-		next = items[limit-1].Key
-	}
-	return items, next, nil
+	return page(items, limit)
 }
 
 // Stats implements Store. Entries counts the key index, which keeps an

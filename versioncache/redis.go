@@ -1035,10 +1035,7 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 	if r.closed.Load() {
 		return nil, "", ErrClosed
 	}
-	from := prefix
-	if after != "" {
-		from = max(prefix, after+"\x00") // the smallest key after the cursor
-	}
+	from := listStart(prefix, after)
 	var items []Item
 	for len(items) <= limit {
 		keys, err := r.members(ctx, from, prefix, listBatch)
@@ -1086,12 +1083,7 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 		}
 		from = keys[len(keys)-1] + "\x00"
 	}
-	var next string
-	if len(items) > limit {
-		items = items[:limit]
-		next = items[limit-1].Key
-	}
-	return items, next, nil
+	return page(items, limit)
 }
 
 // Stats implements Store. Hits and Misses count Claim and Get; Evictions,

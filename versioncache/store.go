@@ -91,6 +91,28 @@ type Store interface {
 // DefaultListLimit is the page size of List when none is given.
 const DefaultListLimit = 100
 
+// The paging of List, shared by the stores: a listing walks its keys in
+// order from listStart and collects up to limit+1 items; page cuts it.
+
+// listStart is the smallest key a page of List may hold: the prefix, or the
+// smallest key after the cursor.
+func listStart(prefix, after string) string {
+	if after == "" {
+		return prefix
+	}
+	return max(prefix, after+"\x00")
+}
+
+// page returns up to limit of items, and the cursor of the next page (the
+// last key returned) if items holds more.
+func page(items []Item, limit int) ([]Item, string, error) {
+	if len(items) <= limit {
+		return items, "", nil
+	}
+	items = items[:limit]
+	return items, items[limit-1].Key, nil
+}
+
 // Item is one key of a List page.
 type Item struct {
 	Key   string         `json:"key"`
