@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddy-conflict/caddy-conflict/internal/backends"
+	"github.com/caddy-conflict/caddy-conflict/versioncache"
 )
 
 // Scaling out: several Caddy nodes share one version table in Redis. caddytest
@@ -309,6 +310,9 @@ func TestRedisDown(t *testing.T) {
 	if d.writes.Load() != writes+1 {
 		t.Fatal("the forwarded write did not reach the upstream")
 	}
+	// After a failure a node does not ask Redis again for RedisRetryAfter:
+	// until then its writes get on_store_error, even if Redis is back.
+	fwdRetries := time.Now().Add(versioncache.RedisRetryAfter + 100*time.Millisecond)
 
 	rds.Start()
 	deadline := time.Now().Add(15 * time.Second)
@@ -325,6 +329,7 @@ func TestRedisDown(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// The table is shared again: node fwd rejects a write based on v3.
+	time.Sleep(time.Until(fwdRetries))
 	expectProblem(t, do(t, nil, http.MethodPut, fwd.url+"/doc", `{"n":5}`, `If-Match: "v3"`), 409, "stale-version")
 	expectStatus(t, do(t, nil, http.MethodPut, fwd.url+"/doc", `{"n":5}`, `If-Match: "v4"`), 204, "write with the current version")
 }
