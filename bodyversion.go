@@ -189,7 +189,7 @@ func (b *bodyVersioner) finish() error {
 // pointer. The body is read up to max_body and given back to the request
 // intact. A body that cannot be judged (too large, not JSON, malformed)
 // yields no claim and the problem to answer when a claim is required.
-func (h *Handler) bodyClaim(r *http.Request) (c conflict.Claim, kind conflict.Kind, status int, detail string) {
+func (h *Handler) bodyClaim(r *http.Request) (c conflict.Precondition, kind conflict.Kind, status int, detail string) {
 	if r.Body == nil || r.Body == http.NoBody || !isJSON(r.Header.Get("Content-Type")) {
 		return c, "", 0, ""
 	}
@@ -205,7 +205,7 @@ func (h *Handler) bodyClaim(r *http.Request) (c conflict.Claim, kind conflict.Ki
 	text, err := conflict.Lookup(buf, h.pointer)
 	switch {
 	case err == nil:
-		return conflict.Claim{Kind: conflict.ClaimVersions, Versions: []string{conflict.ScalarTag(text)},
+		return conflict.Precondition{Kind: conflict.PreconditionVersions, Versions: []string{conflict.ScalarTag(text)},
 			Source: "body " + h.Version.Pointer}, "", 0, ""
 	case err == conflict.ErrNoValue:
 		return c, "", 0, "" // no claim: 428 if required

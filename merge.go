@@ -320,11 +320,11 @@ func (h *Handler) fetchRepresentation(r *http.Request, next caddyhttp.Handler, k
 // claimedVersion is the one version a claim names (an If-Unmodified-Since
 // date as Last-Modified would show it). A list of versions names no single
 // base to merge from.
-func claimedVersion(c conflict.Claim) (string, bool) {
+func claimedVersion(c conflict.Precondition) (string, bool) {
 	switch {
-	case c.Kind == conflict.ClaimVersions && len(c.Versions) == 1:
+	case c.Kind == conflict.PreconditionVersions && len(c.Versions) == 1:
 		return c.Versions[0], true
-	case c.Kind == conflict.ClaimDate:
+	case c.Kind == conflict.PreconditionDate:
 		return c.Date.UTC().Format(http.TimeFormat), true
 	}
 	return "", false
@@ -332,7 +332,7 @@ func claimedVersion(c conflict.Claim) (string, bool) {
 
 // claimedRepresentation finds the representation of the version a stale
 // write claimed: the first of its versions the history holds.
-func (h *Handler) claimedRepresentation(key string, c conflict.Claim) ([]byte, string, bool) {
+func (h *Handler) claimedRepresentation(key string, c conflict.Precondition) ([]byte, string, bool) {
 	if v, ok := claimedVersion(c); ok {
 		b, found := h.history.Get(key, v)
 		return b, v, found
@@ -389,7 +389,7 @@ func (h *Handler) rebaseWrite(r *http.Request, base, theirs []byte) (conflict.Re
 // version, and rebase reports true. Otherwise the write is rejected as
 // before, and the problem gets the merge help (mergeHelp).
 func (h *Handler) rebase(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key string,
-	repl *caddy.Replacer, s conflict.State, c conflict.Claim) bool {
+	repl *caddy.Replacer, s conflict.State, c conflict.Precondition) bool {
 	if h.history == nil || h.report || !s.Known() {
 		return false
 	}
@@ -439,7 +439,7 @@ func (h *Handler) rebase(w http.ResponseWriter, r *http.Request, next caddyhttp.
 // version to the current one), with `merge auto` the conflicting_paths
 // that kept the write from being rebased, and with include_current the
 // current representation.
-func (h *Handler) mergeHelp(p *conflict.Problem, r *http.Request, key string, s conflict.State, c conflict.Claim) {
+func (h *Handler) mergeHelp(p *conflict.Problem, r *http.Request, key string, s conflict.State, c conflict.Precondition) {
 	if h.history == nil || !s.Known() {
 		return
 	}

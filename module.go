@@ -494,14 +494,14 @@ func (h *Handler) learnLocation(ctx context.Context, r *http.Request, ow *observ
 // while holding the key's write claim, then records its outcome.
 func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key string, repl *caddy.Replacer) (err error) {
 	ctx := r.Context()
-	claim, perr := conflict.ParseClaim(r.Header, h.scheme, fieldOf(h.Version))
+	claim, perr := conflict.ParsePrecondition(r.Header, h.scheme, fieldOf(h.Version))
 	if perr != nil {
 		if p := h.reject(w, r, key, repl, conflict.KindInvalidPrecondition, http.StatusBadRequest, perr.Error(), conflict.State{}, claim); p {
 			return nil
 		}
-		claim = conflict.Claim{}
+		claim = conflict.Precondition{}
 	}
-	if claim.Kind == conflict.ClaimNone && h.scheme == conflict.SchemeJSON {
+	if claim.Kind == conflict.PreconditionNone && h.scheme == conflict.SchemeJSON {
 		c, kind, status, detail := h.bodyClaim(r)
 		if kind != "" && h.policy.RequirePrecondition {
 			h.reject(w, r, key, repl, kind, status, detail, conflict.State{}, c)
@@ -641,11 +641,11 @@ func fieldOf(v *VersionSource) string {
 
 // basedOn is the version a write was based on: the current version when it
 // was decided, if known, else the versions the client claimed.
-func basedOn(s conflict.State, c conflict.Claim) []string {
+func basedOn(s conflict.State, c conflict.Precondition) []string {
 	if s.Known() {
 		return []string{s.Version}
 	}
-	if c.Kind == conflict.ClaimVersions {
+	if c.Kind == conflict.PreconditionVersions {
 		return c.Versions
 	}
 	return nil
@@ -655,7 +655,7 @@ func basedOn(s conflict.State, c conflict.Claim) []string {
 // the response and lets the write through. It reports whether the request
 // was answered.
 func (h *Handler) reject(w http.ResponseWriter, r *http.Request, key string, repl *caddy.Replacer,
-	kind conflict.Kind, status int, detail string, s conflict.State, c conflict.Claim, related ...string) bool {
+	kind conflict.Kind, status int, detail string, s conflict.State, c conflict.Precondition, related ...string) bool {
 	if repl != nil {
 		repl.Set("http.conflict.current_version", quoteOrEmpty(s.Version))
 	}
@@ -692,7 +692,7 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, key string, rep
 			}
 		}
 		p.ProvidedVersions = c.Versions
-		if c.Kind == conflict.ClaimDate {
+		if c.Kind == conflict.PreconditionDate {
 			p.ProvidedVersions = []string{c.Date.UTC().Format(http.TimeFormat)}
 		}
 		if kind == conflict.KindStaleVersion && h.history != nil {
@@ -730,7 +730,7 @@ func writeProblem(w http.ResponseWriter, r *http.Request, p *conflict.Problem) {
 }
 
 // detailFor is the human sentence of a decision.
-func detailFor(kind conflict.Kind, c conflict.Claim, v *VersionSource) string {
+func detailFor(kind conflict.Kind, c conflict.Precondition, v *VersionSource) string {
 	switch kind {
 	case conflict.KindStaleVersion:
 		return "The resource was changed since the version this request is based on (" + c.Source +

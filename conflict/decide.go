@@ -31,12 +31,12 @@ var forward = Decision{}
 // Decide applies the decision table of the SPEC ("Deciding on a write") to
 // the known state of a key and a write's claim. An unknown state always
 // forwards: a missing cache entry may never cause a rejection.
-func Decide(s State, c Claim, p Policy) Decision {
+func Decide(s State, c Precondition, p Policy) Decision {
 	stale := p.StaleStatus
 	if stale == 0 {
 		stale = http.StatusConflict
 	}
-	if c.Kind == ClaimNone {
+	if c.Kind == PreconditionNone {
 		if p.RequirePrecondition {
 			return Decision{Kind: KindPreconditionRequired, Status: http.StatusPreconditionRequired}
 		}
@@ -45,20 +45,20 @@ func Decide(s State, c Claim, p Policy) Decision {
 	switch {
 	case s.Deleted:
 		switch c.Kind {
-		case ClaimAbsent:
+		case PreconditionAbsent:
 			return forward
 		default:
 			return Decision{Kind: KindDeleted, Status: stale}
 		}
 	case s.Known():
 		switch c.Kind {
-		case ClaimAny:
+		case PreconditionAny:
 			return forward
-		case ClaimAbsent:
+		case PreconditionAbsent:
 			// RFC 9110 section 13.1.2: If-None-Match: * fails when a current
 			// representation exists.
 			return Decision{Kind: KindAlreadyExists, Status: http.StatusPreconditionFailed}
-		case ClaimDate:
+		case PreconditionDate:
 			if cur, ok := parseDate(s.Version); ok && !cur.After(c.Date) {
 				return forward
 			} else if !ok {
@@ -75,7 +75,7 @@ func Decide(s State, c Claim, p Policy) Decision {
 		}
 	case len(s.Superseded) > 0:
 		switch c.Kind {
-		case ClaimDate:
+		case PreconditionDate:
 			// Superseded dates are canonical strings; a client whose date is
 			// not after the newest superseded one read a replaced state.
 			newest, ok := newestDate(s.Superseded)
@@ -83,7 +83,7 @@ func Decide(s State, c Claim, p Policy) Decision {
 				return Decision{Kind: KindStaleVersion, Status: stale}
 			}
 			return forward
-		case ClaimVersions:
+		case PreconditionVersions:
 			for _, v := range c.Versions {
 				if !s.IsSuperseded(v) {
 					return forward

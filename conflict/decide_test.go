@@ -11,17 +11,19 @@ func TestDecide(t *testing.T) {
 	current := State{Version: v2, Superseded: []string{"v1"}}
 	onlySuperseded := State{Superseded: []string{"v1"}}
 	tomb := State{Deleted: true, Superseded: []string{"v2"}}
-	none := Claim{}
-	any := Claim{Kind: ClaimAny, Source: "If-Match"}
-	absent := Claim{Kind: ClaimAbsent, Source: "If-None-Match"}
-	tags := func(v ...string) Claim { return Claim{Kind: ClaimVersions, Versions: v, Source: "If-Match"} }
+	none := Precondition{}
+	any := Precondition{Kind: PreconditionAny, Source: "If-Match"}
+	absent := Precondition{Kind: PreconditionAbsent, Source: "If-None-Match"}
+	tags := func(v ...string) Precondition {
+		return Precondition{Kind: PreconditionVersions, Versions: v, Source: "If-Match"}
+	}
 	req := Policy{RequirePrecondition: true}
 	strict := Policy{StaleStatus: http.StatusPreconditionFailed}
 
 	tests := []struct {
 		name   string
 		state  State
-		claim  Claim
+		claim  Precondition
 		policy Policy
 		kind   Kind
 		status int
@@ -76,13 +78,15 @@ func TestDecide(t *testing.T) {
 func TestDecideDates(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	lm := func(t time.Time) string { return t.Format(http.TimeFormat) }
-	date := func(t time.Time) Claim { return Claim{Kind: ClaimDate, Date: t, Source: "If-Unmodified-Since"} }
+	date := func(t time.Time) Precondition {
+		return Precondition{Kind: PreconditionDate, Date: t, Source: "If-Unmodified-Since"}
+	}
 	p := Policy{Dates: true}
 	cur := State{Version: lm(t0)}
 	tests := []struct {
 		name  string
 		state State
-		claim Claim
+		claim Precondition
 		kind  Kind
 	}{
 		{"same date", cur, date(t0), ""},
@@ -112,28 +116,28 @@ func TestParseClaim(t *testing.T) {
 		name   string
 		hdr    http.Header
 		scheme Scheme
-		kind   ClaimKind
+		kind   PreconditionKind
 		n      int
 		bad    bool
 	}{
-		{"none", h(), SchemeETag, ClaimNone, 0, false},
-		{"if-match", h("If-Match", `"a", "b"`), SchemeETag, ClaimVersions, 2, false},
-		{"if-match lines", h("If-Match", `"a"`, "If-Match", `"b"`), SchemeETag, ClaimVersions, 2, false},
-		{"if-match star", h("If-Match", `*`), SchemeETag, ClaimAny, 0, false},
-		{"if-match broken", h("If-Match", `"a`), SchemeETag, ClaimNone, 0, true},
-		{"if-none-match star", h("If-None-Match", `*`), SchemeETag, ClaimAbsent, 0, false},
-		{"if-none-match tags are not a claim", h("If-None-Match", `"a"`), SchemeETag, ClaimNone, 0, false},
-		{"if-none-match broken", h("If-None-Match", `"a`), SchemeETag, ClaimNone, 0, true},
-		{"ius ignored with etag", h("If-Unmodified-Since", date), SchemeETag, ClaimNone, 0, false},
-		{"ius with last_modified", h("If-Unmodified-Since", date), SchemeLastModified, ClaimDate, 0, false},
-		{"ius broken", h("If-Unmodified-Since", "yesterday"), SchemeLastModified, ClaimNone, 0, true},
-		{"if-match wins over ius", h("If-Match", `"a"`, "If-Unmodified-Since", date), SchemeLastModified, ClaimVersions, 1, false},
-		{"version header", h("X-Version", `7`), SchemeHeader, ClaimVersions, 1, false},
-		{"version header empty", h("X-Version", ``), SchemeHeader, ClaimNone, 0, true},
+		{"none", h(), SchemeETag, PreconditionNone, 0, false},
+		{"if-match", h("If-Match", `"a", "b"`), SchemeETag, PreconditionVersions, 2, false},
+		{"if-match lines", h("If-Match", `"a"`, "If-Match", `"b"`), SchemeETag, PreconditionVersions, 2, false},
+		{"if-match star", h("If-Match", `*`), SchemeETag, PreconditionAny, 0, false},
+		{"if-match broken", h("If-Match", `"a`), SchemeETag, PreconditionNone, 0, true},
+		{"if-none-match star", h("If-None-Match", `*`), SchemeETag, PreconditionAbsent, 0, false},
+		{"if-none-match tags are not a claim", h("If-None-Match", `"a"`), SchemeETag, PreconditionNone, 0, false},
+		{"if-none-match broken", h("If-None-Match", `"a`), SchemeETag, PreconditionNone, 0, true},
+		{"ius ignored with etag", h("If-Unmodified-Since", date), SchemeETag, PreconditionNone, 0, false},
+		{"ius with last_modified", h("If-Unmodified-Since", date), SchemeLastModified, PreconditionDate, 0, false},
+		{"ius broken", h("If-Unmodified-Since", "yesterday"), SchemeLastModified, PreconditionNone, 0, true},
+		{"if-match wins over ius", h("If-Match", `"a"`, "If-Unmodified-Since", date), SchemeLastModified, PreconditionVersions, 1, false},
+		{"version header", h("X-Version", `7`), SchemeHeader, PreconditionVersions, 1, false},
+		{"version header empty", h("X-Version", ``), SchemeHeader, PreconditionNone, 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := ParseClaim(tt.hdr, tt.scheme, "X-Version")
+			c, err := ParsePrecondition(tt.hdr, tt.scheme, "X-Version")
 			if (err != nil) != tt.bad {
 				t.Fatalf("err = %v, want bad=%v", err, tt.bad)
 			}
@@ -160,7 +164,7 @@ func FuzzParseClaim(f *testing.F) {
 			h.Set("If-Unmodified-Since", ius)
 		}
 		for _, s := range []Scheme{SchemeETag, SchemeLastModified} {
-			c, err := ParseClaim(h, s, "")
+			c, err := ParsePrecondition(h, s, "")
 			if err != nil {
 				continue
 			}
@@ -177,7 +181,7 @@ func BenchmarkDecide(b *testing.B) {
 	h := http.Header{"If-Match": {`"v2-gzip"`}}
 	b.ReportAllocs()
 	for b.Loop() {
-		c, _ := ParseClaim(h, SchemeETag, "")
+		c, _ := ParsePrecondition(h, SchemeETag, "")
 		if !Decide(s, c, Policy{}).Forward() {
 			b.Fatal("rejected")
 		}

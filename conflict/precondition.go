@@ -7,26 +7,26 @@ import (
 	"time"
 )
 
-// ClaimKind says what a write claims about the state it was based on.
-type ClaimKind uint8
+// PreconditionKind says what a write claims about the state it was based on.
+type PreconditionKind uint8
 
 const (
-	// ClaimNone: the write carries no precondition the proxy can judge.
-	ClaimNone ClaimKind = iota
-	// ClaimAny: If-Match: * (the resource must exist).
-	ClaimAny
-	// ClaimAbsent: If-None-Match: * (create only).
-	ClaimAbsent
-	// ClaimVersions: the write was based on one of Versions.
-	ClaimVersions
-	// ClaimDate: If-Unmodified-Since, compared with Last-Modified versions.
-	ClaimDate
+	// PreconditionNone: the write carries no precondition the proxy can judge.
+	PreconditionNone PreconditionKind = iota
+	// PreconditionAny: If-Match: * (the resource must exist).
+	PreconditionAny
+	// PreconditionAbsent: If-None-Match: * (create only).
+	PreconditionAbsent
+	// PreconditionVersions: the write was based on one of Versions.
+	PreconditionVersions
+	// PreconditionDate: If-Unmodified-Since, compared with Last-Modified versions.
+	PreconditionDate
 )
 
-// Claim is the version a client says its write is based on.
-type Claim struct {
-	Kind     ClaimKind
-	Versions []string // as the client sent them (ClaimVersions)
+// Precondition is the version a client says its write is based on.
+type Precondition struct {
+	Kind     PreconditionKind
+	Versions []string // as the client sent them (PreconditionVersions)
 	Date     time.Time
 	// Source names the header or body field the claim came from.
 	Source string
@@ -43,7 +43,7 @@ const (
 	SchemeHash
 )
 
-// ErrInvalidPrecondition is wrapped by ParseClaim's errors.
+// ErrInvalidPrecondition is wrapped by ParsePrecondition's errors.
 var ErrInvalidPrecondition = errors.New("invalid precondition")
 
 // PreconditionError says which header could not be parsed.
@@ -58,23 +58,23 @@ func (e *PreconditionError) Error() string {
 
 func (e *PreconditionError) Unwrap() error { return ErrInvalidPrecondition }
 
-// ParseClaim reads a write's claim from its headers, in the order of the
+// ParsePrecondition reads a write's claim from its headers, in the order of the
 // SPEC: If-Match, If-Unmodified-Since (with SchemeLastModified),
 // If-None-Match: *, then the version header (SchemeHeader, field).
 // A claim carried in a JSON body is read by the caller.
-func ParseClaim(h http.Header, scheme Scheme, field string) (Claim, error) {
+func ParsePrecondition(h http.Header, scheme Scheme, field string) (Precondition, error) {
 	// The header names are written canonical: no lookup needs to canonicalize
 	// them (net/http stores a request's header names that way).
 	if vals := h["If-Match"]; len(vals) > 0 {
 		tags, any, ok := ParseTags(vals)
 		if !ok {
-			return Claim{}, &PreconditionError{Header: "If-Match", Value: strings.Join(vals, ", ")}
+			return Precondition{}, &PreconditionError{Header: "If-Match", Value: strings.Join(vals, ", ")}
 		}
 		if any {
-			return Claim{Kind: ClaimAny, Source: "If-Match"}, nil
+			return Precondition{Kind: PreconditionAny, Source: "If-Match"}, nil
 		}
 		if len(tags) > 0 {
-			return Claim{Kind: ClaimVersions, Versions: tags, Source: "If-Match"}, nil
+			return Precondition{Kind: PreconditionVersions, Versions: tags, Source: "If-Match"}, nil
 		}
 	}
 	// RFC 9110 section 13.2.2: If-Unmodified-Since is ignored when If-Match
@@ -83,18 +83,18 @@ func ParseClaim(h http.Header, scheme Scheme, field string) (Claim, error) {
 		if v := headerValue(h, "If-Unmodified-Since"); v != "" {
 			t, err := http.ParseTime(v)
 			if err != nil {
-				return Claim{}, &PreconditionError{Header: "If-Unmodified-Since", Value: v}
+				return Precondition{}, &PreconditionError{Header: "If-Unmodified-Since", Value: v}
 			}
-			return Claim{Kind: ClaimDate, Date: t, Source: "If-Unmodified-Since"}, nil
+			return Precondition{Kind: PreconditionDate, Date: t, Source: "If-Unmodified-Since"}, nil
 		}
 	}
 	if vals := h["If-None-Match"]; len(vals) > 0 {
 		tags, any, ok := ParseTags(vals)
 		if !ok {
-			return Claim{}, &PreconditionError{Header: "If-None-Match", Value: strings.Join(vals, ", ")}
+			return Precondition{}, &PreconditionError{Header: "If-None-Match", Value: strings.Join(vals, ", ")}
 		}
 		if any {
-			return Claim{Kind: ClaimAbsent, Source: "If-None-Match"}, nil
+			return Precondition{Kind: PreconditionAbsent, Source: "If-None-Match"}, nil
 		}
 		// If-None-Match with tags on a write is legal but says nothing about
 		// the state the write was based on; the upstream judges it.
@@ -104,12 +104,12 @@ func ParseClaim(h http.Header, scheme Scheme, field string) (Claim, error) {
 		if vals := h.Values(field); len(vals) > 0 {
 			tags, _, ok := ParseTags(vals)
 			if !ok || len(tags) == 0 {
-				return Claim{}, &PreconditionError{Header: field, Value: strings.Join(vals, ", ")}
+				return Precondition{}, &PreconditionError{Header: field, Value: strings.Join(vals, ", ")}
 			}
-			return Claim{Kind: ClaimVersions, Versions: tags, Source: field}, nil
+			return Precondition{Kind: PreconditionVersions, Versions: tags, Source: field}, nil
 		}
 	}
-	return Claim{Kind: ClaimNone}, nil
+	return Precondition{Kind: PreconditionNone}, nil
 }
 
 // headerValue is h.Get of a canonical name.

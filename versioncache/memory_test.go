@@ -1097,7 +1097,7 @@ func BenchmarkWritePath(b *testing.B) {
 	b.ResetTimer()
 	i := 0
 	for b.Loop() {
-		c, err := conflict.ParseClaim(headers[i&3], conflict.SchemeETag, "")
+		c, err := conflict.ParsePrecondition(headers[i&3], conflict.SchemeETag, "")
 		if err != nil {
 			b.Fatal(err)
 		}
