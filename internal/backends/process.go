@@ -18,6 +18,9 @@ type process struct {
 	out  *tail
 	done chan struct{} // closed when the process has exited
 	err  error         // how it exited, once done is closed
+	// group: the process leads its own process group, and stop and kill signal the whole group (a
+	// server that forks workers, like Apache, or a wrapper whose child does the work).
+	group bool
 }
 
 // start launches a backend that t.Cleanup stops.
@@ -32,15 +35,32 @@ func start(t testing.TB, name, dir, bin string, args ...string) *process {
 // test binary when that dies without running its cleanups (a panic, a -timeout).
 func launch(t testing.TB, name, dir, bin string, args ...string) *process {
 	t.Helper()
+	return launchCmd(t, name, false, dir, bin, args...)
+}
+
+// startGroup is start for a program that forks: it runs in its own process group, and stop and
+// kill signal the whole group.
+func startGroup(t testing.TB, name, dir, bin string, args ...string) *process {
+	t.Helper()
+	p := launchCmd(t, name, true, dir, bin, args...)
+	t.Cleanup(p.stop)
+	return p
+}
+
+func launchCmd(t testing.TB, name string, group bool, dir, bin string, args ...string) *process {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	out := &tail{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = childAttr()
+	if group {
+		cmd.SysProcAttr = groupAttr(cmd.SysProcAttr)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("backends: start %s: %v", name, err)
 	}
-	p := &process{name: name, cmd: cmd, out: out, done: make(chan struct{})}
+	p := &process{name: name, cmd: cmd, out: out, done: make(chan struct{}), group: group}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -69,7 +89,7 @@ func (p *process) waitReady(ready func() error) error {
 
 // stop asks for a fast shutdown (SIGTERM) and kills what is still there after 5s.
 func (p *process) stop() {
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := p.signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		p.kill()
 		return
 	}
@@ -82,8 +102,21 @@ func (p *process) stop() {
 
 // kill ends the process at once and waits until it has exited.
 func (p *process) kill() {
-	_ = p.cmd.Process.Kill()
+	_ = p.signal(syscall.SIGKILL)
 	<-p.done
+}
+
+// signal sends sig to the process, or to its whole group.
+func (p *process) signal(sig syscall.Signal) error {
+	if p.group {
+		select {
+		case <-p.done: // the group may live on, but its leader's id may be reused: leave it
+			return os.ErrProcessDone
+		default:
+		}
+		return signalGroup(p.cmd.Process, sig)
+	}
+	return p.cmd.Process.Signal(sig)
 }
 
 func (p *process) output() string { return p.out.String() }
