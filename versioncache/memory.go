@@ -3,8 +3,6 @@ package versioncache
 import (
 	"context"
 	"fmt"
-	"math"
-	"math/bits"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -71,7 +69,7 @@ type Memory struct {
 	claims [shards]claimShard
 	index  [shards]indexShard
 	// sorted orders the key index for prefix listings; nil until the
-	// first List (see prefix.go).
+	// first List (see index.go).
 	sorted     atomic.Pointer[prefixIndex]
 	sortedInit sync.Mutex
 
@@ -109,38 +107,6 @@ type stored struct {
 
 // load returns the entry's current state.
 func (e *entry) load() *stored { return e.cur.Load() }
-
-// keyLock is a key's write claim, present while a write holds or waits for
-// it. The claim is a token: its holder has it, or it sits in ch on its way
-// to the next waiter. A lock nobody holds (refs == 0) may stay in its
-// shard's table for the next write of the key, sparing a map insert and
-// delete per write; at most maxIdleLocks per shard do.
-type keyLock struct {
-	refs int           // holder + waiters
-	ch   chan struct{} // created by the first waiter
-}
-
-// maxIdleLocks bounds the idle locks of a claim shard.
-const maxIdleLocks = 2
-
-type claimShard struct {
-	mu    sync.Mutex
-	locks map[string]*keyLock
-	idle  int      // locks with refs == 0
-	_     [40]byte // keep shards on separate cache lines
-}
-
-// held reports whether a write holds or waits for the key's claim.
-func (sh *claimShard) held(key string) bool {
-	l := sh.locks[key]
-	return l != nil && l.refs > 0
-}
-
-type indexShard struct {
-	mu   sync.Mutex
-	keys map[string]*entry
-	_    [48]byte
-}
 
 // NewMemory opens an in-process store.
 func NewMemory(cfg MemoryConfig) (*Memory, error) {
@@ -450,169 +416,6 @@ func (m *Memory) setLocked(key string, h uint64, s conflict.State, now int64) (e
 	return e, p == nil || !p.exited.Load()
 }
 
-// Claim implements Store.
-func (m *Memory) Claim(ctx context.Context, key string, timeout time.Duration) (Lease, Snapshot, error) {
-	if m.closed.Load() {
-		return nil, Snapshot{}, ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, Snapshot{}, err
-	}
-	h := hashKey(key)
-	ls := &memoryLease{m: m, key: key, h: h}
-	sh := m.claimShard(h)
-	sh.mu.Lock()
-	ls.l = sh.locks[key]
-	if ls.l == nil || ls.l.refs == 0 {
-		if ls.l == nil {
-			ls.l = &keyLock{}
-			sh.locks[key] = ls.l
-		} else {
-			sh.idle--
-		}
-		ls.l.refs = 1
-		prev, now := m.stampClaim(h)
-		sh.mu.Unlock()
-		return m.claimed(ls, prev, now)
-	}
-	ls.l.refs++
-	if ls.l.ch == nil {
-		ls.l.ch = make(chan struct{}, 1)
-	}
-	sh.mu.Unlock()
-
-	if err := m.await(ctx, sh, key, ls.l, timeout); err != nil {
-		var snap Snapshot
-		if err == ErrClaimTimeout {
-			snap.State, snap.Found, _ = m.Get(ctx, key)
-		}
-		return nil, snap, err
-	}
-	sh.mu.Lock()
-	prev, now := m.stampClaim(h)
-	sh.mu.Unlock()
-	return m.claimed(ls, prev, now)
-}
-
-// stampClaim marks the decision of a write in the key's slot, keeping the
-// written bit, and returns the previous stamp. The claim shard mutex must
-// be held.
-func (m *Memory) stampClaim(h uint64) (prev, now int64) {
-	s := m.slot(h)
-	prev, now = s.Load(), m.now()
-	s.Store(now<<1 | prev&stampWritten)
-	return prev, now
-}
-
-// await waits for the token of l, which the caller has joined as a waiter.
-func (m *Memory) await(ctx context.Context, sh *claimShard, key string, l *keyLock, timeout time.Duration) error {
-	var err error
-	if timeout <= 0 {
-		select {
-		case <-l.ch:
-			return nil
-		default:
-			err = ErrClaimTimeout
-		}
-	} else {
-		t := time.NewTimer(timeout)
-		select {
-		case <-l.ch:
-			t.Stop()
-			return nil
-		case <-t.C:
-			err = ErrClaimTimeout
-		case <-ctx.Done():
-			t.Stop()
-			err = ctx.Err()
-		}
-	}
-	sh.mu.Lock()
-	select {
-	case <-l.ch:
-		// Handed over just as the wait ended: pass it on.
-		releaseLocked(sh, l)
-	default:
-		l.refs-- // the holder still counts, so refs stays > 0
-	}
-	sh.mu.Unlock()
-	return err
-}
-
-// releaseLocked gives up a held claim: to the next waiter, or the lock
-// stays idle in the table; past maxIdleLocks, the idle ones leave it. The
-// shard mutex must be held.
-func releaseLocked(sh *claimShard, l *keyLock) {
-	l.refs--
-	if l.refs > 0 {
-		l.ch <- struct{}{} // never blocks: there is one token
-		return
-	}
-	if sh.idle++; sh.idle > maxIdleLocks {
-		for k, x := range sh.locks {
-			if x.refs == 0 {
-				delete(sh.locks, k)
-			}
-		}
-		sh.idle = 0
-	}
-}
-
-// claimed returns the snapshot of a claim just acquired.
-func (m *Memory) claimed(ls *memoryLease, prev, now int64) (Lease, Snapshot, error) {
-	if m.closed.Load() {
-		ls.Release()
-		return nil, Snapshot{}, ErrClosed
-	}
-	v := m.alive(m.indexed(ls.key, ls.h), now)
-	m.count(v != nil)
-	m.touch(ls.key)
-	if v != nil {
-		return ls, Snapshot{State: v.state, Found: true}, nil
-	}
-	recent := prev&stampWritten != 0 && now-prev>>1 < m.ttl
-	return ls, Snapshot{Recent: recent}, nil
-}
-
-type memoryLease struct {
-	m    *Memory
-	key  string
-	h    uint64
-	l    *keyLock
-	done atomic.Bool
-}
-
-// Commit implements Lease: the state is stored, visible to the next claim,
-// before the claim is released.
-func (ls *memoryLease) Commit(_ context.Context, s conflict.State) error {
-	if !ls.done.CompareAndSwap(false, true) {
-		return nil
-	}
-	m := ls.m
-	m.guard.RLock()
-	defer m.guard.RUnlock()
-	if m.closed.Load() {
-		ls.release()
-		return ErrClosed
-	}
-	m.write(ls.key, ls.h, s, ls.l)
-	return nil
-}
-
-// Release implements Lease.
-func (ls *memoryLease) Release() {
-	if ls.done.CompareAndSwap(false, true) {
-		ls.release()
-	}
-}
-
-func (ls *memoryLease) release() {
-	sh := ls.m.claimShard(ls.h)
-	sh.mu.Lock()
-	releaseLocked(sh, ls.l)
-	sh.mu.Unlock()
-}
-
 // Purge implements Store.
 func (m *Memory) Purge(_ context.Context, key string, prefix bool) (int, error) {
 	m.guard.RLock()
@@ -659,43 +462,6 @@ func (m *Memory) purge(key string, h uint64) bool {
 	m.unindex(p) // at once, even if ristretto has not applied its Set yet
 	m.slot(h).Store(now << 1)
 	return m.alive(p, now) != nil
-}
-
-// List implements Store. ristretto cannot iterate keys; List walks the
-// prefix index (built on the first List) from the cursor and looks each
-// key up in the key index, skipping the ones whose ttl passed.
-func (m *Memory) List(_ context.Context, prefix, after string, limit int) ([]Item, string, error) {
-	if limit <= 0 {
-		limit = DefaultListLimit
-	}
-	m.guard.RLock()
-	defer m.guard.RUnlock()
-	if m.closed.Load() {
-		return nil, "", ErrClosed
-	}
-	px := m.prefixes()
-	now := m.now()
-	items := make([]Item, 0, min(limit+1, 1024))
-	from := listStart(prefix, after)
-	for batch := min(limit+1, 1024); len(items) <= limit; {
-		keys := px.ascend(from, prefix, batch)
-		for _, k := range keys {
-			e := m.indexed(k, hashKey(k))
-			v := m.alive(e, now)
-			if v == nil {
-				continue
-			}
-			items = append(items, Item{Key: e.key, State: v.state})
-			if len(items) > limit {
-				break
-			}
-		}
-		if len(keys) < batch {
-			break
-		}
-		from = keys[len(keys)-1] + "\x00"
-	}
-	return page(items, limit)
 }
 
 // Stats implements Store. Entries counts the key index, which keeps an
@@ -754,139 +520,6 @@ func (m *Memory) count(hit bool) {
 		m.misses.Add(1)
 	}
 }
-
-// The key index: the entries ristretto holds or is about to apply, keyed by
-// key; every lookup is served from it. An entry enters just before its Set
-// and leaves through OnExit, which ristretto calls for every value that
-// leaves the cache (evicted, expired, rejected, replaced, deleted); a
-// dropped Set and a purge remove it directly. So the index holds at most the
-// cached keys plus the Sets in ristretto's buffer, and its bytes are charged
-// in each entry's cost. The prefix index (prefix.go), once built, follows it
-// key for key. When ristretto refuses a Set because an older Set of
-// the key was still pending, it keeps the older entry and the index loses
-// the key: unknown rather than stale (and a write settles it back).
-
-// swapIndex makes v the key's state. If the key's entry is still held
-// (or about to be) and was charged enough for v, v replaces its state in
-// place and e == prev. Otherwise e is a new entry holding v, put in the
-// index in place of prev, with its key string taken from prev (or a copy
-// of key, so as not to pin a caller's larger buffer); the caller Sets it.
-func (m *Memory) swapIndex(key string, h uint64, v *stored) (e, prev *entry) {
-	ix := m.indexShard(h)
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	prev = ix.keys[key]
-	if prev != nil {
-		if !prev.exited.Load() && cost(prev.key, &v.state)+m.sortedCost() <= prev.charged {
-			// If ristretto lets go of prev meanwhile, the key leaves the
-			// index with it: unknown, as if evicted right after a Set.
-			prev.cur.Store(v)
-			return prev, prev
-		}
-		key = prev.key
-	} else {
-		key = strings.Clone(key)
-		m.entries.Add(1)
-		if p := m.sorted.Load(); p != nil {
-			p.add(key)
-		}
-	}
-	e = &entry{key: key, h: h, charged: cost(key, &v.state) + m.sortedCost()}
-	e.cur.Store(v)
-	ix.keys[key] = e
-	return e, prev
-}
-
-// addIndex puts e back as its key's entry.
-func (m *Memory) addIndex(e *entry) {
-	ix := m.indexShard(e.h)
-	ix.mu.Lock()
-	if _, had := ix.keys[e.key]; !had {
-		m.entries.Add(1)
-		if p := m.sorted.Load(); p != nil {
-			p.add(e.key)
-		}
-	}
-	ix.keys[e.key] = e
-	ix.mu.Unlock()
-}
-
-// unindex removes e, unless a newer entry of its key replaced it already.
-func (m *Memory) unindex(e *entry) {
-	if e == nil {
-		return
-	}
-	ix := m.indexShard(e.h)
-	ix.mu.Lock()
-	if ix.keys[e.key] == e {
-		delete(ix.keys, e.key)
-		m.entries.Add(-1)
-		if p := m.sorted.Load(); p != nil {
-			p.remove(e.key)
-		}
-	}
-	ix.mu.Unlock()
-}
-
-func (m *Memory) indexed(key string, h uint64) *entry {
-	ix := m.indexShard(h)
-	ix.mu.Lock()
-	e := ix.keys[key]
-	ix.mu.Unlock()
-	return e
-}
-
-// Memory accounting.
-const (
-	// entryBytes is the heap size of an entry and of one stored state
-	// (48- and 64-byte size classes); the state's predecessors are garbage.
-	entryBytes = int64(unsafe.Sizeof(entry{})+15)&^15 + int64(unsafe.Sizeof(stored{})+15)&^15
-	// perKeyBookkeeping is what a key costs beyond its entry and strings
-	// and the 56 bytes ristretto adds itself: the key index slot, ristretto's
-	// store and policy map slots at their load factors. Measured, not
-	// guessed: 1M distinct keys through a 64MiB store, live heap after GC
-	// divided by the entries kept (go test -run HeapPerEntry ./versioncache).
-	perKeyBookkeeping = 240
-	// setBufferBytes is ristretto's set buffer, a channel of 32Ki pointers.
-	setBufferBytes = 32 << 10 * 8
-	// idleLockBytes bounds an idle claim lock: the lock, its map slot, and
-	// the key string it keeps (a typical key; keys are not bounded).
-	idleLockBytes = 128
-)
-
-// cost estimates the bytes an entry of key holding s takes: the structs,
-// their strings and slice, and the bookkeeping of the key. ristretto adds
-// its own per-item cost (IgnoreInternalCost is off).
-func cost(key string, s *conflict.State) int64 {
-	n := entryBytes + perKeyBookkeeping + strBytes(key) + strBytes(s.Version)
-	if c := cap(s.Superseded); c > 0 {
-		n += int64(c) * int64(unsafe.Sizeof(""))
-		for _, v := range s.Superseded {
-			n += strBytes(v)
-		}
-	}
-	return n
-}
-
-func strBytes(s string) int64 { return int64(len(s)+7) &^ 7 }
-
-// sketchBytes is the size of ristretto's TinyLFU for n counters: a
-// count-min sketch of 4 rows of 4-bit counters and a bloom filter with 1%
-// false positives, both rounded up to powers of two.
-func sketchBytes(n int64) int64 {
-	sketch := 4 * pow2(n) / 2
-	bloomBits := int64(math.Ceil(float64(n) * -math.Log(0.01) / (math.Ln2 * math.Ln2)))
-	return sketch + max(pow2(bloomBits), 512)/8
-}
-
-func pow2(n int64) int64 {
-	if n <= 1 {
-		return 1
-	}
-	return 1 << bits.Len64(uint64(n-1))
-}
-
-func clampPow2(n, lo, hi int64) int64 { return min(max(pow2(n), lo), hi) }
 
 var (
 	_ Store = (*Memory)(nil)

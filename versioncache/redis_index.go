@@ -1,0 +1,152 @@
+package versioncache
+
+import (
+	"context"
+	"errors"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The Redis store's key index (a sorted set per table, see Redis) and
+// what reads it: List and Purge.
+
+// indexSuffix follows KeyPrefix in the name of the key index. A resource
+// key would have to be exactly this string (a NUL byte and "index") to
+// collide with it.
+const indexSuffix = "\x00index"
+
+// Purge implements Store. A prefix purge walks the key index under the
+// prefix: it costs the keys it purges, not the keyspace.
+func (r *Redis) Purge(ctx context.Context, key string, prefix bool) (int, error) {
+	if r.closed.Load() {
+		return 0, ErrClosed
+	}
+	if !prefix {
+		return r.purge(ctx, key)
+	}
+	r.guard.Lock()
+	if !r.closed.Load() {
+		r.near.Clear()
+	}
+	r.guard.Unlock()
+	n := 0
+	for from := key; ; {
+		keys, err := r.members(ctx, from, key, listBatch)
+		if err != nil {
+			return n, err
+		}
+		for _, k := range keys {
+			p, err := r.purge(ctx, k)
+			n += p
+			if err != nil {
+				return n, err
+			}
+		}
+		if len(keys) < listBatch {
+			return n, nil
+		}
+		from = keys[len(keys)-1] + "\x00"
+	}
+}
+
+func (r *Redis) purge(ctx context.Context, key string) (int, error) {
+	rep, err := r.run(ctx, purgeScript, key, genArg(newGen()), r.ttlUS, r.lifeMS)
+	if err != nil {
+		return 0, err
+	}
+	r.nearDel(key)
+	return int(rep.code), nil
+}
+
+// listBatch is how many keys List and Purge take from the index at a time.
+const listBatch = 256
+
+// members returns up to n keys of the key index, in order, that start with
+// prefix and are not less than from (from >= prefix).
+func (r *Redis) members(ctx context.Context, from, prefix string, n int) ([]string, error) {
+	lo, hi := "-", "+"
+	if from != "" {
+		lo = "[" + from
+	}
+	if end, ok := prefixEnd(prefix); ok {
+		hi = "(" + end
+	}
+	keys, err := r.client.ZRangeByLex(ctx, r.keys, &redis.ZRangeBy{Min: lo, Max: hi, Count: int64(n)}).Result()
+	if err != nil {
+		return nil, r.failed(ctx, err)
+	}
+	return keys, nil
+}
+
+// prefixEnd returns the smallest string greater than every string that
+// starts with prefix; ok is false when there is none (prefix is empty or
+// all 0xff bytes).
+func prefixEnd(prefix string) (string, bool) {
+	for i := len(prefix) - 1; i >= 0; i-- {
+		if prefix[i] != 0xff {
+			return prefix[:i] + string([]byte{prefix[i] + 1}), true
+		}
+	}
+	return "", false
+}
+
+// List implements Store. It walks the key index from the cursor and reads
+// each key's state (one pipeline per batch); keys that left Redis are
+// dropped from the index on the way.
+func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]Item, string, error) {
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	if r.closed.Load() {
+		return nil, "", ErrClosed
+	}
+	from := listStart(prefix, after)
+	var items []Item
+	for len(items) <= limit {
+		keys, err := r.members(ctx, from, prefix, listBatch)
+		if err != nil {
+			return nil, "", err
+		}
+		if len(keys) == 0 {
+			break
+		}
+		cmds := make([]*redis.Cmd, len(keys))
+		pipe := r.client.Pipeline()
+		for j, k := range keys {
+			cmds[j] = readScript.Eval(ctx, pipe, r.scriptKeys(k), "", r.lifeMS)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, "", r.failed(ctx, err)
+		}
+		var gone []any
+		for j, cmd := range cmds {
+			v, _ := cmd.Slice()
+			if len(v) != 6 {
+				continue
+			}
+			if g, _ := v[1].(string); g == "" {
+				gone = append(gone, keys[j]) // expired: no generation left
+				continue
+			}
+			st, _ := v[2].(string)
+			u, _ := v[3].(string)
+			age, _ := v[4].(int64)
+			s, err := decodeState(st, u)
+			if err != nil || age < 0 || age >= r.ttlUS {
+				continue
+			}
+			if len(items) <= limit {
+				items = append(items, Item{Key: keys[j], State: s})
+			}
+		}
+		if len(gone) > 0 {
+			// Not needed for the answer: an error only leaves them for later.
+			_ = pruneScript.Run(ctx, r.client, []string{r.keys}, gone...).Err()
+		}
+		if len(keys) < listBatch {
+			break
+		}
+		from = keys[len(keys)-1] + "\x00"
+	}
+	return page(items, limit)
+}
