@@ -247,7 +247,7 @@ func expectGuard(t *testing.T, s served, kind string, related ...string) {
 		t.Fatalf("status %d, want 409 %s: %s", s.status, kind, s.body)
 	}
 	p := s.problem(t)
-	if typ, _ := p["type"].(string); !strings.HasSuffix(typ, "/"+kind) {
+	if typ, _ := p["type"].(string); !strings.HasSuffix(typ, "#"+kind) {
 		t.Fatalf("type %q, want %s: %s", typ, kind, s.body)
 	}
 	var got []string

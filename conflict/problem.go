@@ -17,8 +17,10 @@ import (
 const ContentType = "application/problem+json"
 
 // DefaultProblemBase prefixes the kind in a problem's "type" URI when
-// problem_base is not configured.
-const DefaultProblemBase = "https://caddy-conflict.dev/problems/"
+// problem_base is not configured. base+kind is the kind's section of
+// docs/problems.md: a type URI that can be dereferenced should lead to its
+// documentation (RFC 9457 section 3.1.1).
+const DefaultProblemBase = "https://github.com/caddy-conflict/caddy-conflict/blob/main/docs/problems.md#"
 
 // Kind names why a request was rejected or rewritten; the problem's "type"
 // is the problem base followed by the kind.
