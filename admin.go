@@ -12,7 +12,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-conflict/caddy-conflict/conflict"
-	"github.com/caddy-conflict/caddy-conflict/versioncache"
 )
 
 func init() {
@@ -50,18 +49,6 @@ const (
 	adminMaxLimit     = 1000
 	adminMaxKey       = 4096
 )
-
-// openStores lists the version tables of the running configuration.
-func openStores() []versioncache.Store {
-	var list []versioncache.Store
-	stores.Range(func(_, v any) bool {
-		if s, ok := v.(pooledStore); ok {
-			list = append(list, s.Store)
-		}
-		return true
-	})
-	return list
-}
 
 // KeyState is one key of the version table as the admin API shows it.
 // Versions are written as in an ETag header (quoted).

@@ -1,7 +1,6 @@
 package caddyconflict
 
 import (
-	"net/http"
 	"strconv"
 	"strings"
 
@@ -26,7 +25,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	return c, err
 }
 
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. It checks
+// the syntax (arguments, numbers, sizes, durations; a sub-directive given
+// twice, guard excepted); what the values mean is checked by Validate.
+// Syntax:
 //
 //	conflict [<matcher>] {
 //	    methods      <method...>                 # default PUT PATCH DELETE
@@ -54,9 +56,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	seen := make(map[string]bool)
 	for d.NextBlock(0) {
 		name := d.Val()
 		args := d.RemainingArgs()
+		if seen[name] && name != "guard" {
+			return d.Errf("%s: given twice; give it once (only guard may repeat)", name)
+		}
+		seen[name] = true
 		need := func(n int) error {
 			if len(args) != n {
 				return d.Errf("%s: expected %d argument(s), got %d", name, n, len(args))
@@ -83,10 +90,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			v := &VersionSource{Source: args[0]}
 			switch args[0] {
-			case "etag", "last_modified", "hash":
-				if len(args) != 1 {
-					return d.Errf("version: %s takes no argument", args[0])
-				}
 			case "header":
 				if len(args) != 2 {
 					return d.Errf("version: header needs exactly one header field name")
@@ -98,15 +101,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				v.Pointer = args[1]
 			default:
-				return d.Errf("version: unknown source %q (etag, last_modified, header, json or hash)", args[0])
+				if len(args) != 1 {
+					return d.Errf("version: %s takes no argument", args[0])
+				}
 			}
 			h.Version = v
 		case "require":
 			if err := need(1); err != nil {
 				return err
-			}
-			if args[0] != "precondition" {
-				return d.Errf("require: unknown value %q (precondition)", args[0])
 			}
 			h.Require = args[0]
 		case "stale_status":
@@ -114,8 +116,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			s, err := strconv.Atoi(args[0])
-			if err != nil || (s != http.StatusConflict && s != http.StatusPreconditionFailed) {
-				return d.Errf("stale_status: must be 409 or 412, got %q", args[0])
+			if err != nil {
+				return d.Errf("stale_status: %q is not a status code", args[0])
 			}
 			h.StaleStatus = s
 		case "lock_timeout", "ttl":
@@ -123,7 +125,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			dur, err := caddy.ParseDuration(args[0])
-			if err != nil || dur < 0 {
+			if err != nil {
 				return d.Errf("%s: invalid duration %q", name, args[0])
 			}
 			if name == "ttl" {
@@ -155,8 +157,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			for _, a := range args {
 				s, err := strconv.Atoi(a)
-				if err != nil || s < 400 || s > 599 {
-					return d.Errf("normalize: %q is not a 4xx or 5xx status", a)
+				if err != nil || s == 0 {
+					return d.Errf("normalize: %q is not a status code", a)
 				}
 				h.Normalize = append(h.Normalize, s)
 			}
@@ -168,9 +170,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "mode":
 			if err := need(1); err != nil {
 				return err
-			}
-			if args[0] != "enforce" && args[0] != "report" {
-				return d.Errf("mode: must be enforce or report, got %q", args[0])
 			}
 			h.Mode = args[0]
 		case "preflight", "verify":
@@ -187,18 +186,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("guard: expected parent, children or reference <pointer> <template>")
 			}
 			g := Guard{Kind: args[0]}
-			switch args[0] {
-			case GuardParent, GuardChildren:
-				if len(args) != 1 {
-					return d.Errf("guard: %s takes no argument", args[0])
-				}
-			case GuardReference:
+			switch {
+			case args[0] == GuardReference:
 				if len(args) != 3 {
 					return d.Errf("guard: reference needs a JSON pointer and a path template, such as /categoryId /categories/{value}")
 				}
 				g.Pointer, g.Template = args[1], args[2]
-			default:
-				return d.Errf("guard: unknown kind %q (parent, children or reference <pointer> <template>)", args[0])
+			case len(args) != 1:
+				return d.Errf("guard: %s takes no argument", args[0])
 			}
 			h.Guards = append(h.Guards, g)
 		case "store":
@@ -215,8 +210,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("history: expected the number of representations per key and a size, such as history 8 16MiB")
 			}
 			n, err := strconv.Atoi(args[0])
-			if err != nil || n < 1 {
-				return d.Errf("history: %q is not a number of representations (1 or more)", args[0])
+			if err != nil {
+				return d.Errf("history: %q is not a number of representations", args[0])
 			}
 			h.History = &HistoryConfig{Count: n}
 			if len(args) == 2 {
@@ -235,13 +230,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := need(1); err != nil {
 				return err
 			}
-			if args[0] != "auto" {
-				return d.Errf("merge: must be auto, got %q", args[0])
-			}
 			h.Merge = args[0]
 		default:
 			return d.Errf("unrecognized conflict sub-directive %q", name)
 		}
+	}
+	// The meaning of the values is checked in one place, Validate; here it
+	// is run so that `caddy adapt` already reports a bad value.
+	if err := h.Validate(); err != nil {
+		return d.Errf("%v", err)
 	}
 	return nil
 }

@@ -88,6 +88,13 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"conflict {\n preflight yes \n}", "preflight"},
 		{"conflict {\n store disk \n}", "store"},
 		{"conflict {\n frobnicate \n}", "frobnicate"},
+		// A sub-directive given twice is an error naming it, not a silent replacement.
+		{"conflict {\n ttl 1m \n ttl 2m \n}", "ttl: given twice"},
+		{"conflict {\n methods PUT \n methods POST \n}", "methods: given twice"},
+		// The store's own minimum, checked when the Caddyfile is read (it used to pass
+		// here and fail only when the store was opened).
+		{"conflict {\n cache_size 100KiB \n}", "cache_size: must be at least 1MiB"},
+		{"conflict {\n history 8 \n include_current \n merge manual \n}", "merge"},
 	}
 	for _, tt := range tests {
 		var h Handler
@@ -95,6 +102,17 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.names) {
 			t.Errorf("%q: error %v should name %q", tt.input, err, tt.names)
 		}
+	}
+}
+
+func TestGuardMayRepeat(t *testing.T) {
+	var h Handler
+	in := "conflict {\n guard parent \n guard reference /a /a/{value} \n guard reference /b /b/{value} \n}"
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Guards) != 3 {
+		t.Fatalf("guards %+v, want 3", h.Guards)
 	}
 }
 
@@ -113,6 +131,7 @@ func TestValidateNamesSubdirective(t *testing.T) {
 		{Handler{LockTimeout: -1}, "lock_timeout"},
 		{Handler{TTL: -1}, "ttl"},
 		{Handler{CacheSize: 10}, "cache_size"},
+		{Handler{CacheSize: 100 << 10}, "cache_size"},
 		{Handler{MaxBody: -1}, "max_body"},
 		{Handler{Normalize: []int{302}}, "normalize"},
 		{Handler{ProblemBase: "http://[::1"}, "problem_base"},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"path"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -87,14 +86,14 @@ func (h *Handler) hasGuard(kind string) bool {
 }
 
 // checkGuards evaluates the guards for a write to key whose state (taken
-// under its write claim, re-read if it had to be) is s. It returns the kind
-// of the first guard the write breaks and the keys of the resources it
-// names, or "" when the write may go on to the version decision. What the
+// under its write claim, re-read if it had to be) is s. It returns the
+// rejection of the first guard the write breaks, naming the other
+// resources, or nil when the write may go on to the version decision. What the
 // proxy does not know lets the write through, unless `preflight` (ask the
 // upstream) finds out; with `verify`, a rejection is confirmed first.
-func (h *Handler) checkGuards(r *http.Request, next caddyhttp.Handler, key string, s conflict.State) (conflict.Kind, []string) {
+func (h *Handler) checkGuards(r *http.Request, next caddyhttp.Handler, key string, s conflict.State) *conflict.Rejection {
 	if len(h.Guards) == 0 {
-		return "", nil
+		return nil
 	}
 	p := cleanPath(r.URL.Path)
 	for _, g := range h.Guards {
@@ -109,42 +108,20 @@ func (h *Handler) checkGuards(r *http.Request, next caddyhttp.Handler, key strin
 				held = &s // a POST's parent is its own key, whose state the caller holds
 			}
 			if h.related(r, next, pk, pp, held) == missing {
-				return conflict.KindParentMissing, []string{pk}
+				return conflict.GuardRejection(conflict.KindParentMissing, []string{pk})
 			}
 		case g.Kind == GuardChildren && r.Method == http.MethodDelete:
 			if live := h.liveChildren(r, next, p); len(live) > 0 {
-				return conflict.KindNotEmpty, live
+				return conflict.GuardRejection(conflict.KindNotEmpty, live)
 			}
 		}
 	}
 	if r.Method != http.MethodDelete {
 		if related := h.missingReferences(r, next); len(related) > 0 {
-			return conflict.KindReferenceMissing, related
+			return conflict.GuardRejection(conflict.KindReferenceMissing, related)
 		}
 	}
-	return "", nil
-}
-
-// guardDetail is the human sentence of a guard rejection.
-func guardDetail(kind conflict.Kind, related []string) string {
-	switch kind {
-	case conflict.KindParentMissing:
-		return "The resource this write goes into (" + related[0] + ") does not exist; create it first, then retry."
-	case conflict.KindNotEmpty:
-		return fmt.Sprintf("This resource still has %s, listed in related; delete them first, then retry.",
-			plural(len(related), "a child resource", "child resources"))
-	case conflict.KindReferenceMissing:
-		return fmt.Sprintf("This write refers to %s that does not exist (%s); create it or change the reference, then retry.",
-			plural(len(related), "a resource", "resources"), strings.Join(related, ", "))
-	}
-	return ""
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
+	return nil
 }
 
 // existence is what the proxy can tell about a related resource.
@@ -332,83 +309,6 @@ func (h *Handler) probeShared(reason string, r *http.Request, next caddyhttp.Han
 		return e, nil
 	})
 	e := v.(existence)
-	if metricsEnabled {
-		result := "ok"
-		if e == unknown {
-			result = "failed"
-		}
-		metrics.rereads.WithLabelValues(reason, result).Inc()
-	}
+	countReread(reason, e != unknown)
 	return e
-}
-
-// probe asks the upstream, through the rest of the handler chain, whether
-// the resource at path p exists: HEAD, or GET where HEAD is not allowed.
-// A redirect to p + "/" (how WebDAV servers such as nginx answer for a
-// collection) is followed once. It returns the version the answer carried
-// when it tells one from the headers.
-func (h *Handler) probe(r *http.Request, next caddyhttp.Handler, p string) (existence, string) {
-	followed := false
-	for _, m := range [...]string{http.MethodHead, http.MethodGet} {
-		status, hdr, ok := h.ask(r, next, m, p)
-		if ok && !followed && isRedirect(status) {
-			if u, err := r.URL.Parse(hdr.Get("Location")); err == nil && u.Path == p+"/" &&
-				(u.Host == "" || strings.EqualFold(u.Host, r.Host)) {
-				p, followed = u.Path, true
-				status, hdr, ok = h.ask(r, next, m, p)
-			}
-		}
-		switch {
-		case !ok:
-			return unknown, ""
-		case status >= 200 && status < 300:
-			if h.bodyVersions() {
-				return exists, "" // the version is in a body the probe does not read
-			}
-			return exists, h.versionOf(hdr)
-		case status == http.StatusNotFound || status == http.StatusGone:
-			return missing, ""
-		case status == http.StatusMethodNotAllowed || status == http.StatusNotImplemented:
-			continue
-		}
-		return unknown, ""
-	}
-	return unknown, ""
-}
-
-// ask sends one probe request through next and returns the status and
-// header of the answer (the body is discarded); ok is false when no answer
-// came.
-func (h *Handler) ask(r *http.Request, next caddyhttp.Handler, method, p string) (int, http.Header, bool) {
-	cw := &capture{header: make(http.Header)}
-	err := next.ServeHTTP(cw, probeRequest(r, method, p))
-	if cw.status == 0 {
-		return http.StatusOK, cw.header, err == nil
-	}
-	return cw.status, cw.header, true
-}
-
-func isRedirect(status int) bool {
-	switch status {
-	case http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
-		return true
-	}
-	return false
-}
-
-// probeRequest is r turned into a bodiless, unconditional read of path p on
-// the same host, keeping the client's other headers (authorization).
-func probeRequest(r *http.Request, method, p string) *http.Request {
-	req := readRequest(r, method)
-	req.URL.Path, req.URL.RawPath, req.URL.RawQuery, req.URL.Fragment = p, "", "", ""
-	req.RequestURI = req.URL.RequestURI()
-	return req
-}
-
-// cleanPath is p as keys hold it.
-func cleanPath(p string) string {
-	if p == "" {
-		return "/"
-	}
-	return path.Clean(p)
 }

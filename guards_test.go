@@ -592,7 +592,7 @@ func BenchmarkGuardChildrenDelete(b *testing.B) {
 			req := httptest.NewRequest(http.MethodDelete, "http://bench.test/bucket/", nil)
 			b.ReportAllocs()
 			for b.Loop() {
-				if kind, _ := h.checkGuards(req, upstreamStub, "bench.test/bucket", h.stateOf(ctx, "bench.test/bucket")); kind == "" {
+				if rej := h.checkGuards(req, upstreamStub, "bench.test/bucket", h.stateOf(ctx, "bench.test/bucket")); rej == nil {
 					b.Fatal("the live child was not found")
 				}
 			}

@@ -1,15 +1,11 @@
 package caddyconflict
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-conflict/caddy-conflict/conflict"
@@ -64,13 +60,6 @@ func setMetricsEnabled(on bool) (restore func()) {
 	metricsEnabled = on
 	return func() { metricsEnabled = old }
 }
-
-// Reasons for re-reading a version from the upstream.
-const (
-	rereadUncertain = "uncertain" // an earlier write's outcome was not seen, or its record was dropped
-	rereadPreflight = "preflight" // the version is unknown and `preflight` is on
-	rereadVerify    = "verify"    // a rejection is confirmed first (`verify`)
-)
 
 func init() {
 	// Series that exist from the start, so that rates and alerts work
@@ -137,53 +126,32 @@ func countUpstreamProblem(status int) {
 	}
 }
 
+// countReread counts a read of the upstream made before deciding a write,
+// by reason and whether it told the proxy what it asked (ok).
+func countReread(reason string, ok bool) {
+	if !metricsEnabled {
+		return
+	}
+	result := "ok"
+	if !ok {
+		result = "failed"
+	}
+	metrics.rereads.WithLabelValues(reason, result).Inc()
+}
+
+// observeLockWait records how long a write waited for its key's claim,
+// since start.
+func observeLockWait(start time.Time) {
+	if metricsEnabled {
+		metrics.lockWait.Observe(time.Since(start).Seconds())
+	}
+}
+
 // countStoreError counts a write that met a store error and what was done
 // with it: "rejected" or "forwarded".
 func countStoreError(action string) {
 	if metricsEnabled {
 		metrics.storeErrors.WithLabelValues(action).Inc()
-	}
-}
-
-// claim takes key's write claim like Store.Claim and records how long the
-// write waited for it.
-func (h *Handler) claim(ctx context.Context, key string) (versioncache.Lease, versioncache.Snapshot, error) {
-	if !metricsEnabled {
-		return h.store.Claim(ctx, key, time.Duration(h.LockTimeout))
-	}
-	start := time.Now()
-	lease, snap, err := h.store.Claim(ctx, key, time.Duration(h.LockTimeout))
-	metrics.lockWait.Observe(time.Since(start).Seconds())
-	return lease, snap, err
-}
-
-// rereadFor is reread, counted under reason.
-func (h *Handler) rereadFor(reason string, r *http.Request, next caddyhttp.Handler, s conflict.State) (conflict.State, bool) {
-	s, ok := h.reread(r, next, s)
-	if metricsEnabled {
-		result := "ok"
-		if !ok {
-			result = "failed"
-		}
-		metrics.rereads.WithLabelValues(reason, result).Inc()
-	}
-	return s, ok
-}
-
-// rereadReason names why a write's key is re-read before the decision.
-func rereadReason(mustReread bool) string {
-	if mustReread {
-		return rereadUncertain
-	}
-	return rereadPreflight
-}
-
-// setPlaceholders sets {http.conflict.outcome} and
-// {http.conflict.current_version} ({http.conflict.key} is set on entry).
-func setPlaceholders(repl *caddy.Replacer, outcome, version string) {
-	if repl != nil {
-		repl.Set("http.conflict.outcome", outcome)
-		repl.Set("http.conflict.current_version", version)
 	}
 }
 

@@ -43,6 +43,105 @@ type StoreErrorPolicy interface {
 	RejectOnError() bool
 }
 
+// stores keeps version tables across config reloads: a reload provisions
+// the new handler before the old one is cleaned up, so the table is shared.
+var stores = caddy.NewUsagePool()
+
+type pooledStore struct {
+	versioncache.Store
+}
+
+func (p pooledStore) Destruct() error { return p.Store.Close() }
+
+// openStore opens (or shares) the handler's version table.
+func (h *Handler) openStore(ctx caddy.Context) error {
+	var mod StoreModule = MemoryStore{}
+	if h.StoreRaw != nil {
+		m, err := ctx.LoadModule(h, "StoreRaw")
+		if err != nil {
+			return fmt.Errorf("conflict: store: %w", err)
+		}
+		mod = m.(StoreModule)
+	}
+	if p, ok := mod.(StoreErrorPolicy); ok {
+		h.rejectOnStoreError = p.RejectOnError()
+	}
+	// Versions of different sources mean different things: a table is
+	// shared only by handlers that read versions alike.
+	opts := StoreOptions{
+		CacheSize: h.CacheSize,
+		TTL:       time.Duration(h.TTL),
+		Namespace: h.Version.Source + "|" + h.Version.Field + "|" + h.Version.Pointer,
+	}
+	key := mod.PoolKey(opts)
+	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		s, err := mod.OpenStore(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		return pooledStore{s}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("conflict: store: %w", err)
+	}
+	h.poolKey = key
+	h.store = val.(pooledStore).Store
+	return nil
+}
+
+// openStores lists the version tables of the running configuration.
+func openStores() []versioncache.Store {
+	var list []versioncache.Store
+	stores.Range(func(_, v any) bool {
+		if s, ok := v.(pooledStore); ok {
+			list = append(list, s.Store)
+		}
+		return true
+	})
+	return list
+}
+
+// pooledHistory keeps a history in the stores pool, so that a reload keeps
+// it like the version table.
+type pooledHistory struct {
+	*versioncache.History
+}
+
+func (p pooledHistory) Destruct() error { return p.History.Close() }
+
+// provisionHistory opens (or shares) the history. Like the version table
+// it is shared by handlers that read versions alike and survives reloads.
+func (h *Handler) provisionHistory() error {
+	if h.History == nil {
+		return nil
+	}
+	size := h.History.Size
+	if size == 0 {
+		size = DefaultHistorySize
+	}
+	key := fmt.Sprintf("history|%d|%d|%s|%s|%s", h.History.Count, size,
+		h.Version.Source, h.Version.Field, h.Version.Pointer)
+	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return pooledHistory{versioncache.NewHistory(h.History.Count, size)}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("conflict: history: %w", err)
+	}
+	h.historyPoolKey = key
+	h.history = val.(pooledHistory).History
+	return nil
+}
+
+// cleanupHistory releases the history; the last handler using it drops it.
+func (h *Handler) cleanupHistory() error {
+	if h.historyPoolKey == "" {
+		return nil
+	}
+	_, err := stores.Delete(h.historyPoolKey)
+	h.historyPoolKey = ""
+	return err
+}
+
 // MemoryStore is the in-process version table (ristretto), bounded by
 // cache_size. It is the default store.
 type MemoryStore struct{}

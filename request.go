@@ -1,0 +1,69 @@
+package caddyconflict
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/caddy-conflict/caddy-conflict/conflict"
+)
+
+// This file reads what a write's request carries besides its headers: the
+// version a JSON body claims, and the body itself up to max_body.
+
+// bodyClaim reads the version a JSON write body claims at the `version json`
+// pointer. The body is read up to max_body and given back to the request
+// intact. A body that cannot be judged (too large, not JSON, malformed)
+// yields no claim and the problem to answer when a claim is required.
+func (h *Handler) bodyClaim(r *http.Request) (conflict.Precondition, *conflict.Rejection) {
+	var none conflict.Precondition
+	if r.Body == nil || r.Body == http.NoBody || !isJSON(r.Header.Get("Content-Type")) {
+		return none, nil
+	}
+	buf, complete, err := readUpTo(r, h.MaxBody)
+	if err != nil {
+		return none, conflict.InvalidBody("The request body could not be read: " + err.Error())
+	}
+	if !complete {
+		return none, conflict.BodyTooLarge(h.MaxBody)
+	}
+	text, err := conflict.Lookup(buf, h.pointer)
+	switch {
+	case err == nil:
+		return conflict.Precondition{Kind: conflict.PreconditionVersions, Versions: []string{conflict.ScalarTag(text)},
+			Source: "body " + h.Version.Pointer}, nil
+	case errors.Is(err, conflict.ErrNoValue):
+		return none, nil // no claim: 428 if required
+	default:
+		return none, conflict.InvalidBody("The request body is not valid JSON: " + err.Error())
+	}
+}
+
+// readUpTo reads at most limit bytes of r's body and puts them back in front
+// of the rest, keeping the original Close. complete is false when the body
+// is longer than limit.
+func readUpTo(r *http.Request, limit int64) (buf []byte, complete bool, err error) {
+	var b bytes.Buffer
+	n, err := io.CopyN(&b, r.Body, limit+1)
+	if err != nil && err != io.EOF {
+		return nil, false, err
+	}
+	buf = b.Bytes()
+	complete = n <= limit
+	orig := r.Body
+	if complete {
+		r.Body = readCloser{bytes.NewReader(buf), orig}
+		r.ContentLength = int64(len(buf))
+		r.Header.Set("Content-Length", strconv.Itoa(len(buf)))
+	} else {
+		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), orig), orig}
+	}
+	return buf, complete, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
