@@ -1,11 +1,8 @@
 package conflict
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 )
 
@@ -73,34 +70,13 @@ func ExpandReference(template, value string) (p string, ok bool) {
 // object, or a boolean name nothing. A document that is not JSON gives an
 // error.
 func ReferenceValues(doc []byte, p Pointer) ([]string, error) {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v, err := parseJSON(doc)
+	if err != nil {
 		return nil, err
 	}
-	if dec.More() {
-		return nil, errors.New("conflict: trailing data after the JSON document")
-	}
-	for _, tok := range p {
-		switch c := v.(type) {
-		case map[string]any:
-			next, ok := c[tok]
-			if !ok {
-				return nil, nil
-			}
-			v = next
-		case []any:
-			// RFC 6901 section 4: an array index is "0" or digits without a
-			// leading zero.
-			i, err := strconv.Atoi(tok)
-			if err != nil || i < 0 || i >= len(c) || (len(tok) > 1 && tok[0] == '0') {
-				return nil, nil
-			}
-			v = c[i]
-		default:
-			return nil, nil
-		}
+	v, ok := p.find(v)
+	if !ok {
+		return nil, nil
 	}
 	if arr, ok := v.([]any); ok {
 		var out []string
@@ -124,8 +100,8 @@ func referenceScalar(v any) (string, bool) {
 	switch x := v.(type) {
 	case string:
 		return x, true
-	case json.Number:
-		return x.String(), true
+	case number:
+		return string(x), true
 	}
 	return "", false
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"strconv"
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
@@ -23,39 +22,12 @@ func Lookup(doc []byte, p Pointer) (string, error) {
 		var v any
 		return "", json.Unmarshal(raw, &v) // the same error, with its offset
 	}
-	for _, tok := range p {
-		if len(raw) == 0 {
-			return "", ErrNoValue
-		}
-		switch raw[0] {
-		case '{':
-			var obj map[string]json.RawMessage
-			if err := json.Unmarshal(raw, &obj); err != nil {
-				return "", err
-			}
-			next, ok := obj[tok]
-			if !ok {
-				return "", ErrNoValue
-			}
-			raw = next
-		case '[':
-			// RFC 6901 section 4: an array index is "0" or digits without a
-			// leading zero.
-			i, err := strconv.Atoi(tok)
-			if err != nil || i < 0 || (len(tok) > 1 && tok[0] == '0') {
-				return "", ErrNoValue
-			}
-			var arr []json.RawMessage
-			if err := json.Unmarshal(raw, &arr); err != nil {
-				return "", err
-			}
-			if i >= len(arr) {
-				return "", ErrNoValue
-			}
-			raw = arr[i]
-		default:
-			return "", ErrNoValue
-		}
+	raw, ok, err := p.findRaw(raw)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", ErrNoValue
 	}
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {

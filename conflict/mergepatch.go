@@ -162,13 +162,6 @@ func patchPaths(prefix string, base, patch any, out []string) []string {
 	return out
 }
 
-func escapeToken(s string) string {
-	if !strings.ContainsAny(s, "~/") {
-		return s
-	}
-	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
-}
-
 // Overlap returns the paths of mine that meet a path of theirs: the same
 // place, or one inside the other. Each meeting is named by the shorter of
 // the two paths (the field both sides changed), once, in mine's order.

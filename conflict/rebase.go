@@ -31,10 +31,17 @@ func RebaseDocument(base, theirs, mine []byte, version Pointer) (Rebase, error) 
 		return Rebase{}, err
 	}
 	if version != nil {
-		vb, okb := lookupTree(b, version)
-		vm, okm := lookupTree(m, version)
+		vb, okb := version.find(b)
+		vm, okm := version.find(m)
 		if okb && (!okm || equal(vb, vm)) {
-			m = setTree(m, version, vb)
+			if vt, okt := version.find(t); okt {
+				// The same value on all three sides: no change to merge, also
+				// inside an array (which merges as one value).
+				b = version.set(b, vt)
+				m = version.set(m, vt)
+			} else {
+				m = version.set(m, vb)
+			}
 		}
 	}
 	var conflicts []string
@@ -59,14 +66,16 @@ func RebasePatch(base, theirs, patch []byte, version Pointer) (Rebase, error) {
 	body := patch
 	mine := patchPaths("", b, p, nil)
 	if version != nil {
-		vb, okb := lookupTree(b, version)
-		vp, okp := lookupTree(p, version)
-		vt, okt := lookupTree(t, version)
+		vb, okb := version.find(b)
+		vp, okp := version.find(p)
+		vt, okt := version.find(t)
 		if okb && okp && okt && equal(vb, vp) {
-			p = setTree(p, version, vt)
+			p = version.set(p, vt)
 			body = render(p)
-			vs := version.String()
-			mine = removeString(mine, vs)
+			mine = removeString(mine, version.String())
+			// Their new version is no change the patch could undo, also
+			// inside an array (which changes as one value).
+			b = version.set(b, vt)
 		}
 	}
 	if c := Overlap(mine, changedPaths("", b, t, nil)); len(c) > 0 {
@@ -164,44 +173,6 @@ func merge3(path string, b, t, m any, conflicts *[]string) any {
 	return out
 }
 
-// lookupTree finds the value at p in a parsed document (objects only, which
-// is where a version field lives).
-func lookupTree(v any, p Pointer) (any, bool) {
-	for _, tok := range p {
-		o, ok := v.(*object)
-		if !ok {
-			return nil, false
-		}
-		if v, ok = o.get(tok); !ok {
-			return nil, false
-		}
-	}
-	return v, true
-}
-
-// setTree sets the value at p, creating the objects on the way; a
-// non-object on the way is left alone.
-func setTree(root any, p Pointer, val any) any {
-	if len(p) == 0 {
-		return val
-	}
-	o, ok := root.(*object)
-	if !ok {
-		return root
-	}
-	cur, _ := o.get(p[0])
-	if len(p) > 1 {
-		if _, isObj := cur.(*object); !isObj {
-			if cur != nil {
-				return root
-			}
-			cur = &object{}
-		}
-	}
-	o.set(p[0], setTree(cur, p[1:], val))
-	return root
-}
-
 // ---- help for a stale write ----
 
 // MergeHelp is what a stale-version problem tells about the changes since
@@ -256,8 +227,8 @@ func Echoes(resp, body []byte, version Pointer) bool {
 		return false
 	}
 	if version != nil {
-		if v, ok := lookupTree(r, version); ok {
-			b = setTree(b, version, v)
+		if v, ok := version.find(r); ok {
+			b = version.set(b, v)
 		}
 	}
 	return holds(r, b)
