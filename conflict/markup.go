@@ -2,12 +2,13 @@ package conflict
 
 import (
 	"bytes"
-	"html"
 	"net/http"
 	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/net/html"
 )
 
 // isXML tells an XML body (an S3 or Azure error, say) from HTML.
@@ -26,8 +27,8 @@ func isXML(mt string, body []byte) bool {
 // without the server signature of stock error pages; or an XML body as its
 // message element.
 func markupDetail(body []byte, xml bool, status int, truncated bool, maxDetail int) string {
-	h := htmlScan{s: string(body), xml: xml, hr: -1, limit: 16 * maxDetail}
-	h.run()
+	h := htmlScan{xml: xml, hr: -1, limit: 16 * maxDetail}
+	h.run(body)
 	d := ""
 	if xml {
 		d = h.xmlDetail()
@@ -44,11 +45,10 @@ type htmlBlock struct {
 }
 
 type htmlScan struct {
-	s       string
 	xml     bool // every element separates text; no HTML semantics
 	title   string
 	blocks  []htmlBlock
-	cur     []byte // text of the current block, entities not yet decoded
+	cur     []byte // text of the current block
 	hr      int    // number of blocks before the last <hr>, -1 if none
 	size    int    // text collected so far
 	limit   int    // stop collecting beyond this
@@ -71,115 +71,120 @@ var htmlBlocks = map[string]bool{
 	"figcaption": true, "details": true, "summary": true,
 }
 
-func (h *htmlScan) run() {
-	s := h.s
-	for i := 0; i < len(s); {
-		if h.size > h.limit {
-			h.stopped = true
-			break
+// run collects the text of body into blocks. Text, tags, comments, raw text
+// (script, style, title) and entities are the HTML tokenizer's; what
+// separates, hides or titles text is decided here.
+func (h *htmlScan) run(body []byte) {
+	z := html.NewTokenizer(bytes.NewReader(body))
+	z.AllowCDATA(true) // XML bodies wrap text in CDATA sections; their text is shown
+	var (
+		skip      string // the element whose content is hidden
+		skipDepth int
+		inTitle   bool
+		title     []byte
+	)
+	for h.size <= h.limit {
+		tt := z.Next()
+		if tt == html.ErrorToken {
+			break // io.EOF, or a tag cut off by the end of the body
 		}
-		if s[i] != '<' {
-			j := strings.IndexByte(s[i:], '<')
-			if j < 0 {
-				j = len(s) - i
+		if tt == html.CommentToken || tt == html.DoctypeToken {
+			continue
+		}
+		if tt == html.TextToken {
+			var text []byte
+			if raw := z.Raw(); bytes.HasPrefix(raw, []byte("<![CDATA[")) {
+				// CDATA is literal text; the tokenizer would decode entities in it.
+				text = bytes.TrimSuffix(raw[len("<![CDATA["):], []byte("]]>"))
+			} else {
+				text = z.Text() // entities decoded, except in script and style
 			}
-			if room := h.limit - h.size + 1; j > room {
-				// A megabyte of text without a tag: keep what can be shown.
-				for j = room; j > 0 && !utf8.RuneStart(s[i+j]); j-- {
+			switch {
+			case skip != "":
+			case inTitle:
+				title = append(title, text...)
+			default:
+				if room := h.limit - h.size + 1; len(text) > room {
+					// A megabyte of text without a tag: keep what can be shown.
+					n := room
+					for n > 0 && !utf8.RuneStart(text[n]) {
+						n--
+					}
+					text = text[:n]
+					h.stopped = true
 				}
-				h.stopped = true
+				h.cur = append(h.cur, text...)
+				h.size += len(text)
 			}
-			h.cur = append(h.cur, s[i:i+j]...)
-			h.size += j
-			i += j
 			if h.stopped {
 				break
 			}
 			continue
 		}
-		rest := s[i:]
-		if strings.HasPrefix(rest, "<!--") {
-			end := strings.Index(rest[4:], "-->")
-			if end < 0 {
-				break
-			}
-			i += 4 + end + 3
-			continue
-		}
-		if strings.HasPrefix(rest, "<![CDATA[") {
-			end := strings.Index(rest, "]]>")
-			if end < 0 {
-				end = len(rest)
-			}
-			text := rest[9:end]
-			h.cur = append(h.cur, html.EscapeString(text)...) // flush unescapes
-			h.size += len(text)
-			i += min(end+3, len(rest))
-			continue
-		}
-		if len(rest) > 1 && (rest[1] == '!' || rest[1] == '?') {
-			end := strings.IndexByte(rest, '>')
-			if end < 0 {
-				break
-			}
-			i += end + 1
-			continue
-		}
-		name, closing, end := parseTag(rest)
-		if name == "" {
-			// "a < b": a literal less-than sign.
-			h.cur = append(h.cur, '<')
-			h.size++
-			i++
-			continue
-		}
-		if end < 0 {
-			break // a tag cut off by the end of the body
-		}
-		i += end
+		name, _ := z.TagName() // lower-cased; string(name) below does not allocate
+		start := tt != html.EndTagToken
 		if h.xml {
-			if closing {
-				h.flush(false, name)
+			z.NextIsNotRawText() // XML has no raw-text elements
+			if start {
+				h.flush(false, nil)
 			} else {
-				h.flush(false, "")
+				h.flush(false, name)
 			}
 			continue
 		}
 		switch {
-		case !closing && htmlSkipped[name]:
-			i = skipElement(s, i, name)
-		case !closing && name == "title":
-			j := skipElement(s, i, name)
-			text := s[i:j]
-			if k := lastIndexFold(text, "</title"); k >= 0 {
-				text = text[:k]
+		case skip != "":
+			if string(name) == skip && tt == html.StartTagToken {
+				skipDepth++
+			} else if string(name) == skip && tt == html.EndTagToken {
+				if skipDepth--; skipDepth == 0 {
+					skip = ""
+				}
 			}
-			if h.title == "" {
-				h.title = cleanText(html.UnescapeString(text))
+		case inTitle:
+			if string(name) == "title" && !start {
+				inTitle = false
+				if h.title == "" {
+					h.title = cleanText(string(title))
+				}
 			}
-			i = j
-		case name == "hr":
-			h.flush(false, "")
+		case start && htmlSkipped[string(name)]:
+			// "<svg/>" closes itself; "<select/>" does not (HTML ignores the
+			// slash on other elements).
+			if tt == html.StartTagToken || (string(name) != "svg" && string(name) != "math") {
+				skip, skipDepth = string(name), 1
+			}
+		case start && string(name) == "title": // "<title/>" too: the tokenizer reads on to </title>
+			inTitle = true
+			title = title[:0]
+		case string(name) == "hr":
+			h.flush(false, nil)
 			h.hr = len(h.blocks)
 		case len(name) == 2 && name[0] == 'h' && name[1] >= '1' && name[1] <= '6':
-			h.flush(closing, "")
-		case name == "br":
+			h.flush(!start, nil)
+		case string(name) == "br":
 			h.cur = append(h.cur, ' ')
-		case htmlBlocks[name]:
-			h.flush(false, "")
+		case htmlBlocks[string(name)]:
+			h.flush(false, nil)
 		}
 	}
-	h.flush(false, "")
+	if h.size > h.limit {
+		h.stopped = true
+	}
+	if inTitle && h.title == "" {
+		h.title = cleanText(string(title)) // a title cut off by the end of the body
+	}
+	h.flush(false, nil)
 }
 
-func (h *htmlScan) flush(heading bool, element string) {
+func (h *htmlScan) flush(heading bool, element []byte) {
 	if len(h.cur) == 0 {
 		return
 	}
-	text := cleanText(html.UnescapeString(string(h.cur)))
+	text := cleanText(string(h.cur))
 	h.cur = h.cur[:0]
 	if text != "" {
-		h.blocks = append(h.blocks, htmlBlock{text: text, heading: heading, element: element})
+		h.blocks = append(h.blocks, htmlBlock{text: text, heading: heading, element: string(element)})
 	}
 }
 
@@ -260,74 +265,7 @@ func joinBlocks(keep []htmlBlock) string {
 	return b.String()
 }
 
-// parseTag reads the tag at the start of s ("<name ...>" or "</name>"):
-// name is lower-cased, "" when s does not start a tag; end is the index
-// after '>', -1 when the tag does not end.
-func parseTag(s string) (name string, closing bool, end int) {
-	i := 1
-	if i < len(s) && s[i] == '/' {
-		closing = true
-		i++
-	}
-	start := i
-	for i < len(s) && (isASCIILetter(s[i]) || (i > start && (s[i] >= '0' && s[i] <= '9' || s[i] == '-' || s[i] == ':'))) {
-		i++
-	}
-	if i == start {
-		return "", false, 0
-	}
-	name = strings.ToLower(s[start:i])
-	var quote byte
-	afterEq := false
-	for ; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case quote != 0:
-			if c == quote {
-				quote = 0
-			}
-		case c == '>':
-			return name, closing, i + 1
-		case (c == '"' || c == '\'') && afterEq:
-			quote = c
-		}
-		if c == '=' {
-			afterEq = true
-		} else if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
-			afterEq = false
-		}
-	}
-	return name, closing, -1
-}
-
 func isASCIILetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
-
-// skipElement returns the index after the end tag of name, searching from
-// i; len(s) when there is none.
-func skipElement(s string, i int, name string) int {
-	for {
-		k := strings.Index(s[i:], "</")
-		if k < 0 {
-			return len(s)
-		}
-		i += k + 2
-		if len(s)-i >= len(name) && strings.EqualFold(s[i:i+len(name)], name) {
-			if e := strings.IndexByte(s[i:], '>'); e >= 0 {
-				return i + e + 1
-			}
-			return len(s)
-		}
-	}
-}
-
-func lastIndexFold(s, sub string) int {
-	for i := len(s) - len(sub); i >= 0; i-- {
-		if strings.EqualFold(s[i:i+len(sub)], sub) {
-			return i
-		}
-	}
-	return -1
-}
 
 // statusOnly reports whether text only repeats the status: "409 Conflict",
 // "Conflict", "Error 409", "HTTP Status 409 – Conflict".
