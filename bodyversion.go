@@ -111,7 +111,8 @@ func (b *bodyVersioner) WriteHeader(status int) {
 	b.status = status
 	hdr := b.ResponseWriter.Header()
 	hdr.Del("Etag")
-	if status >= 200 && status < 300 && b.h.holdsBody(b.req) && b.req.Method != http.MethodHead &&
+	// A 206 holds a byte range, not the representation: never versioned.
+	if status >= 200 && status < 300 && status != http.StatusPartialContent && b.h.holdsBody(b.req) && b.req.Method != http.MethodHead &&
 		hdr.Get("Content-Encoding") == "" &&
 		(b.h.scheme == conflict.SchemeHash || isJSON(hdr.Get("Content-Type"))) {
 		b.holding = true

@@ -50,6 +50,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    include_current                          # stale-version problems carry the current representation
 //	    merge        auto                        # rebase stale JSON writes that do not overlap
 //	    guard        parent | children | reference <pointer> <template>   # several allowed
+//	    method_override on | off                 # default on: POST + X-HTTP-Method-Override: PUT is a PUT
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -220,6 +221,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("history: invalid size %q (for example 16MiB)", args[1])
 				}
 				h.History.Size = int64(size)
+			}
+		case "method_override":
+			if err := need(1); err != nil {
+				return err
+			}
+			switch args[0] {
+			case "on", "off":
+				on := args[0] == "on"
+				h.MethodOverride = &on
+			default:
+				return d.Errf("method_override: must be on or off, got %q", args[0])
 			}
 		case "include_current":
 			if err := need(0); err != nil {

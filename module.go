@@ -99,6 +99,10 @@ type Handler struct {
 	// Merge is "auto" to rebase stale JSON writes whose changes do not
 	// overlap the changes since their base (needs History).
 	Merge string `json:"merge,omitempty"`
+	// MethodOverride judges a POST whose X-HTTP-Method-Override (or
+	// X-HTTP-Method, X-Method-Override) names a write method as that write,
+	// as the legacy stacks that honour the header treat it. Default true.
+	MethodOverride *bool `json:"method_override,omitempty"`
 
 	methods            map[string]bool
 	normalize          [600]bool
@@ -114,6 +118,8 @@ type Handler struct {
 	historyPoolKey     string
 	store              versioncache.Store
 	rejectOnStoreError bool
+	methodOverride     bool
+	cors               *corsMemory
 	logger             *zap.Logger
 }
 
@@ -187,6 +193,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Mode = "enforce"
 	}
 	h.report = h.Mode == "report"
+	h.methodOverride = h.MethodOverride == nil || *h.MethodOverride
+	h.cors = new(corsMemory)
 	if err := h.Validate(); err != nil {
 		return err
 	}
@@ -209,6 +217,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		RequirePrecondition: h.Require == "precondition",
 		StaleStatus:         h.StaleStatus,
 		Dates:               h.scheme == conflict.SchemeLastModified,
+		HeaderVersions:      h.scheme == conflict.SchemeHeader,
 	}
 	h.hint = conflict.PreconditionHint(h.scheme, h.Version.Field, h.Version.Pointer)
 

@@ -71,6 +71,9 @@ func (o *observer) WriteHeader(status int) {
 	}
 	o.status = status
 	o.version = o.h.versionOf(o.ResponseWriter.Header())
+	if origin := o.req.Header["Origin"]; len(origin) > 0 {
+		o.h.cors.learn(origin[0], o.ResponseWriter.Header())
+	}
 	if status < len(o.h.normalize) && o.h.normalize[status] {
 		o.buffering = true
 		o.buf = bufPool.Get().(*bytes.Buffer)

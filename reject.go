@@ -37,6 +37,9 @@ func (x *exchange) reject(rej *conflict.Rejection) bool {
 	}
 	x.release(x.state)
 	status := rej.StatusCode()
+	if origin := r.Header["Origin"]; len(origin) > 0 {
+		h.cors.allow(origin[0], x.w.Header())
+	}
 	if x.repl != nil {
 		x.repl.Set("http.conflict.outcome", string(rej.Kind))
 	}

@@ -45,6 +45,9 @@ func (h *Handler) bodyClaim(r *http.Request) (conflict.Precondition, *conflict.R
 // of the rest, keeping the original Close. complete is false when the body
 // is longer than limit.
 func readUpTo(r *http.Request, limit int64) (buf []byte, complete bool, err error) {
+	if hb, ok := r.Body.(*heldBody); ok && hb.Len() == len(hb.buf) && int64(len(hb.buf)) <= limit {
+		return hb.buf, true, nil // received already, and not read since
+	}
 	var b bytes.Buffer
 	n, err := io.CopyN(&b, r.Body, limit+1)
 	if err != nil && err != io.EOF {
@@ -54,13 +57,21 @@ func readUpTo(r *http.Request, limit int64) (buf []byte, complete bool, err erro
 	complete = n <= limit
 	orig := r.Body
 	if complete {
-		r.Body = readCloser{bytes.NewReader(buf), orig}
+		r.Body = &heldBody{Reader: bytes.NewReader(buf), buf: buf, Closer: orig}
 		r.ContentLength = int64(len(buf))
 		r.Header.Set("Content-Length", strconv.Itoa(len(buf)))
 	} else {
 		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), orig), orig}
 	}
 	return buf, complete, nil
+}
+
+// heldBody is a request body received whole; closing it closes the
+// client's.
+type heldBody struct {
+	*bytes.Reader
+	buf []byte
+	io.Closer
 }
 
 type readCloser struct {

@@ -27,12 +27,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	switch {
 	case h.methods[r.Method]:
-		return h.serveWrite(w, r, next, key, repl)
+		return h.serveWrite(w, r, next, key, repl, r.Method)
+	case r.Method == http.MethodPost && h.methodOverride && h.methods[overridden(r.Header)]:
+		return h.serveWrite(w, r, next, key, repl, overridden(r.Header))
 	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		return h.serveRead(w, r, next, key, repl)
 	default:
 		return h.serveOther(w, r, next, key, repl)
 	}
+}
+
+// overridden is the method a POST's method-override header names, as
+// Express's method-override, Rails, Laravel and Google APIs read it ("" if
+// none).
+func overridden(hdr http.Header) string {
+	for _, name := range [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"} {
+		if v := hdr[name]; len(v) > 0 {
+			return strings.ToUpper(strings.TrimSpace(v[0]))
+		}
+	}
+	return ""
 }
 
 // keyOf expands the key template for r.
@@ -92,7 +106,11 @@ func (h *Handler) serveRead(w http.ResponseWriter, r *http.Request, next caddyht
 		return err
 	}
 	switch {
+	case ow.status == http.StatusPartialContent && h.bodyVersions():
+		// A byte range is not the representation: never hashed or parsed.
 	case ow.status >= 200 && ow.status < 300 || ow.status == http.StatusNotModified:
+		// A 206's validator is the whole representation's (RFC 9110
+		// section 15.3.7): learned like a 200's.
 		v := ow.version
 		if v == "" && h.bodyVersions() && (r.Method == http.MethodHead || ow.status == http.StatusNotModified) {
 			break // no body to take the version from: keep what a GET learned
@@ -111,46 +129,71 @@ func (h *Handler) serveRead(w http.ResponseWriter, r *http.Request, next caddyht
 	return err
 }
 
-// safeMethods change nothing on the upstream.
-var safeMethods = map[string]bool{
+// unchanging lists the methods that never change a representation
+// (README "What the proxy learns"): they leave the key's state alone. A
+// WebDAV client's LOCK before it saves must not make the ETag it holds
+// look stale.
+var unchanging = map[string]bool{
 	http.MethodGet: true, http.MethodHead: true, http.MethodOptions: true, http.MethodTrace: true,
-	"PROPFIND": true, "REPORT": true, "SEARCH": true,
+	http.MethodConnect: true, "PROPFIND": true, "REPORT": true, "SEARCH": true, "LOCK": true, "UNLOCK": true,
 }
 
 // serveOther forwards a request that is neither a guarded write nor a read.
-// If it may have changed the resource, what the proxy knew about the key
-// (and about a COPY/MOVE destination, a POST's Location) is forgotten.
+// A method that may have changed the resource makes its version unknown
+// without superseding it (what was current may still be); a MOVE leaves a
+// tombstone at its source; a COPY changes only its destination; a POST's
+// version belongs to its Location.
 func (h *Handler) serveOther(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key string, repl *caddy.Replacer) error {
 	ow, err := h.forward(w, r, next)
 	setPlaceholders(repl, "pass", ow.version)
-	if safeMethods[r.Method] || ow.status < 200 || ow.status >= 400 {
+	if unchanging[r.Method] || ow.status < 200 || ow.status >= 400 {
 		return err
 	}
 	ctx := r.Context()
-	if r.Method == http.MethodPost {
+	switch r.Method {
+	case http.MethodPost:
 		h.learnLocation(ctx, r, ow)
 		return err
+	case "COPY": // the source is read, not changed
+	case "MOVE":
+		h.update(ctx, key, conflict.State.Missing)
+	default:
+		h.update(ctx, key, conflict.State.Forgotten)
 	}
-	h.changed(ctx, key)
-	if dest := r.Header.Get("Destination"); dest != "" && (r.Method == "COPY" || r.Method == "MOVE") {
-		if u, perr := url.Parse(dest); perr == nil && (u.Host == "" || strings.EqualFold(u.Host, r.Host)) {
-			h.changed(ctx, h.relatedKey(r, u.Path))
+	if r.Method == "COPY" || r.Method == "MOVE" {
+		if u, perr := url.Parse(r.Header.Get("Destination")); perr == nil && u.Path != "" &&
+			(u.Host == "" || strings.EqualFold(u.Host, r.Host)) {
+			h.update(ctx, h.relatedKey(r, u.Path), conflict.State.Forgotten)
 		}
 	}
 	return err
 }
 
-// changed forgets the current version of key, under the key's write claim
-// so that it cannot overwrite a guarded write's outcome recorded meanwhile.
-func (h *Handler) changed(ctx context.Context, key string) {
+// update applies change to key's state under the key's write claim, so
+// that it cannot overwrite a guarded write's outcome recorded meanwhile.
+// Forgetting what was never known stores nothing.
+func (h *Handler) update(ctx context.Context, key string, change func(conflict.State) conflict.State) {
+	ctx = context.WithoutCancel(ctx)
 	lease, snap, err := h.store.Claim(ctx, key, time.Duration(h.LockTimeout))
 	if err != nil {
-		// Still forget what was known: a stale "current" is worse than none.
-		s, _, _ := h.store.Get(ctx, key)
-		_ = h.store.Record(context.WithoutCancel(ctx), key, s.Changed())
+		// Still change what was known: a stale "current" is worse than none.
+		if s, found, gerr := h.store.Get(ctx, key); gerr == nil && found {
+			_ = h.store.Record(ctx, key, change(s))
+		}
 		return
 	}
-	_ = lease.Commit(context.WithoutCancel(ctx), snap.State.Changed())
+	n := change(snap.State)
+	if !snap.Found && !n.Deleted && len(n.Superseded) == 0 && !n.Known() {
+		lease.Release()
+		return
+	}
+	_ = lease.Commit(ctx, n)
+}
+
+// changed forgets the current version of key and supersedes it: something
+// new is there (the resource a POST created without a version).
+func (h *Handler) changed(ctx context.Context, key string) {
+	h.update(ctx, key, conflict.State.Changed)
 }
 
 // relatedKey is the key of another path on the same host as r. With a

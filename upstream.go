@@ -105,12 +105,13 @@ func (h *Handler) version(a answer) string {
 // then GET when HEAD tells nothing; GET only with body versions) and
 // returns the state that answer implies, or ok == false when the upstream
 // could not say. refused reports that it would not tell this client (401,
-// 403).
+// 403, or 405/501 to every read).
 func (h *Handler) reread(r *http.Request, next caddyhttp.Handler, s conflict.State) (_ conflict.State, ok, refused bool) {
 	methods := []string{http.MethodHead, http.MethodGet}
 	if h.bodyVersions() {
 		methods = methods[1:] // the version is in the body
 	}
+	notAllowed := false
 	for _, m := range methods {
 		a := h.ask(readRequest(r, m), next, h.bodyVersions())
 		switch a.outcome {
@@ -123,6 +124,7 @@ func (h *Handler) reread(r *http.Request, next caddyhttp.Handler, s conflict.Sta
 		case readMissing:
 			return s.Missing(), true, false
 		case readNotAllowed:
+			notAllowed = true
 			continue
 		case readRefused:
 			return s, false, true
@@ -130,7 +132,7 @@ func (h *Handler) reread(r *http.Request, next caddyhttp.Handler, s conflict.Sta
 			return s, false, false
 		}
 	}
-	return s, false, false
+	return s, false, notAllowed // 405 or 501 to every read: refused too
 }
 
 // rereadFor is reread, counted under reason.

@@ -28,6 +28,9 @@ type exchange struct {
 	next caddyhttp.Handler
 	repl *caddy.Replacer
 	key  string
+	// method is the write's method as judged: the request's, or the one
+	// its method-override header names; sent is the request's own.
+	method, sent string
 
 	pre   conflict.Precondition // the version the client says the write is based on
 	lease versioncache.Lease    // the key's write claim; nil while not held
@@ -44,6 +47,7 @@ type exchange struct {
 // writeSteps decide a write, in order.
 var writeSteps = [...]func(*exchange) *conflict.Rejection{
 	(*exchange).readPrecondition, // If-Match, If-Unmodified-Since, If-None-Match: *, the version header
+	(*exchange).receiveBody,      // up to max_body, before the claim: a slow client holds no one back
 	(*exchange).readBodyClaim,    // else the version field of a JSON body (version json)
 	(*exchange).claimKey,         // one write per key at a time: wait for the key's claim
 	(*exchange).reread,           // an uncertain or dropped key (or preflight): ask the upstream first
@@ -53,8 +57,15 @@ var writeSteps = [...]func(*exchange) *conflict.Rejection{
 
 // serveWrite decides on a guarded write and, if it may pass, forwards it
 // while holding the key's write claim, then records its outcome.
-func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key string, repl *caddy.Replacer) error {
-	x := &exchange{h: h, w: w, r: r, next: next, repl: repl, key: key}
+// method is the write's method as judged (see exchange.method).
+func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key string,
+	repl *caddy.Replacer, method string) error {
+	x := &exchange{h: h, w: w, r: r, next: next, repl: repl, key: key, method: method, sent: r.Method}
+	if method != r.Method {
+		// Judged as the overriding method; sent to the upstream as it came.
+		r.Method = method
+		defer func() { r.Method = x.sent }()
+	}
 	defer x.settle()
 	for _, step := range writeSteps {
 		if rej := step(x); rej != nil && x.reject(rej) {
@@ -79,6 +90,21 @@ func (x *exchange) readPrecondition() *conflict.Rejection {
 		return conflict.InvalidPrecondition(err)
 	}
 	x.pre = pre
+	return nil
+}
+
+// receiveBody reads the body, up to max_body, before the key's claim is
+// taken (a larger body streams to the upstream under the claim). A body
+// that cannot be received ends the exchange: the client is gone or broken.
+func (x *exchange) receiveBody() *conflict.Rejection {
+	r := x.r
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	if _, _, err := readUpTo(r, x.h.MaxBody); err != nil {
+		setPlaceholders(x.repl, "aborted", "")
+		x.gone = caddyhttp.Error(http.StatusBadRequest, err)
+	}
 	return nil
 }
 
@@ -133,29 +159,39 @@ func (x *exchange) claimKey() *conflict.Rejection {
 	return nil
 }
 
-// reread asks the upstream for the key's version before deciding when an
-// earlier write's outcome is unknown (uncertain), when the key's record
-// was dropped after a write through the proxy, or, with preflight, when
-// the version is unknown. An uncertain key that cannot be re-read is a 502.
+// reread asks the upstream for the key's version before deciding, when
+// the table cannot be trusted (README "Words"): the key is *uncertain* (an
+// earlier write's outcome was never seen), or *dropped* (written through
+// the proxy, then its record was lost) and the write claims a version, or,
+// with preflight, unknown. An uncertain key that cannot be re-read is a
+// 502; so is a dropped one, unless the upstream refuses to tell (401, 403,
+// 405): then it will judge the write itself, and the write is forwarded.
+// A key the proxy never wrote is never dropped.
 func (x *exchange) reread() *conflict.Rejection {
 	h := x.h
-	mustReread := x.state.Uncertain || (!x.snap.Found && x.snap.Recent)
-	if !mustReread && !(h.Preflight && !x.state.Known() && !x.state.Deleted) {
+	uncertain := x.state.Uncertain
+	dropped := !x.snap.Found && x.snap.Recent &&
+		x.pre.Kind != conflict.PreconditionNone && x.pre.Kind != conflict.PreconditionForeign
+	preflight := h.Preflight && !x.state.Known() && !x.state.Deleted
+	if !uncertain && !dropped && !preflight {
 		return nil
 	}
 	reason := rereadPreflight
-	if mustReread {
+	if uncertain || dropped {
 		reason = rereadUncertain
 	}
-	if s, ok, _ := h.rereadFor(reason, x.r, x.next, x.state); ok {
+	s, ok, refused := h.rereadFor(reason, x.r, x.next, x.state)
+	switch {
+	case ok:
 		x.state = s
 		return nil
+	case uncertain:
+		x.state.Uncertain = true
+		return conflict.UpstreamUnavailable()
+	case dropped && !refused:
+		return conflict.RecordLost()
 	}
-	if !mustReread {
-		return nil
-	}
-	x.state.Uncertain = true
-	return conflict.UpstreamUnavailable()
+	return nil
 }
 
 // checkGuards applies the `guard` lines.
@@ -194,15 +230,18 @@ func (x *exchange) forward() error {
 		}
 	}
 	if x.lease == nil {
-		_, err := h.forward(x.w, r, x.next)
+		_, err := x.send()
 		return err
 	}
 	ctx := r.Context()
 	based := basedOn(x.state, x.pre)
-	ow, err := h.forward(x.w, r, x.next)
+	ow, err := x.send()
 	result := conflict.WriteResult{Method: r.Method, Status: ow.status, Version: ow.version}
-	if r.Method == http.MethodPost {
+	switch {
+	case r.Method == http.MethodPost:
 		result.Version = "" // a POST's version belongs to the resource it created (Location)
+	case r.URL.RawQuery != "" && !h.keyHasQuery:
+		result.Version = "" // the version of another representation (?view=...), not the key's
 	}
 	if h.history != nil && err == nil {
 		h.rememberWrite(x.key, r, ow) // before the claim is released: the next write may merge onto it
@@ -213,6 +252,13 @@ func (x *exchange) forward() error {
 	}
 	h.afterGuardedWrite(ctx, r, ow.status)
 	return err
+}
+
+// send forwards the request to the upstream with the method it came with.
+func (x *exchange) send() (*observer, error) {
+	x.r.Method = x.sent
+	defer func() { x.r.Method = x.method }()
+	return x.h.forward(x.w, x.r, x.next)
 }
 
 // release commits s as the key's state and releases the claim, once.

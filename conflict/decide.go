@@ -14,6 +14,11 @@ type Policy struct {
 	StaleStatus int
 	// Dates compares versions as HTTP dates (version last_modified).
 	Dates bool
+	// HeaderVersions says versions come from a response header (version
+	// header): an If-Match may then hold the upstream's own ETag, which
+	// the proxy does not track, so it is judged only against the versions
+	// known to be superseded.
+	HeaderVersions bool
 }
 
 // Decision is the verdict on a write.
@@ -36,11 +41,21 @@ func Decide(s State, c Precondition, p Policy) Decision {
 	if stale == 0 {
 		stale = http.StatusConflict
 	}
-	if c.Kind == PreconditionNone {
+	switch {
+	case c.Kind == PreconditionNone:
 		if p.RequirePrecondition {
 			return Decision{Kind: KindPreconditionRequired, Status: http.StatusPreconditionRequired}
 		}
 		return forward
+	case c.Kind == PreconditionForeign:
+		return forward // not a form the version source produces: the upstream judges it
+	case p.HeaderVersions && c.Kind == PreconditionVersions && c.Source == "If-Match" && s.Known() && !s.Deleted:
+		for _, v := range c.Versions {
+			if SameVersion(v, s.Version) {
+				return forward
+			}
+		}
+		s = State{Superseded: s.Superseded} // a tag other than the version: maybe the upstream's ETag
 	}
 	switch {
 	case s.Deleted:

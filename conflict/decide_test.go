@@ -19,6 +19,7 @@ func TestDecide(t *testing.T) {
 	}
 	req := Policy{RequirePrecondition: true}
 	strict := Policy{StaleStatus: http.StatusPreconditionFailed}
+	header := Policy{HeaderVersions: true}
 
 	tests := []struct {
 		name   string
@@ -61,6 +62,15 @@ func TestDecide(t *testing.T) {
 		{"deleted, If-Match * 412", tomb, any, strict, KindDeleted, 412},
 		{"deleted, If-None-Match *", tomb, absent, Policy{}, "", 0},
 		{"deleted, versions", tomb, tags(v2), Policy{}, KindDeleted, 409},
+		// a precondition in a form the source does not produce: never judged
+		{"current, foreign tag", current, Precondition{Kind: PreconditionForeign, Versions: []string{v1}, Source: "If-Match"}, req, "", 0},
+		{"deleted, foreign date", tomb, Precondition{Kind: PreconditionForeign, Source: "If-Unmodified-Since"}, Policy{}, "", 0},
+		// version header: an If-Match that is not the version may be the upstream's ETag
+		{"header, If-Match current", current, tags(v2), header, "", 0},
+		{"header, If-Match other tag", current, tags(`"etag-of-upstream"`), header, "", 0},
+		{"header, If-Match superseded", current, tags(v1), header, KindStaleVersion, 409},
+		{"header, version header stale", current, Precondition{Kind: PreconditionVersions, Versions: []string{`"zzz"`}, Source: "X-Version"}, header, KindStaleVersion, 409},
+		{"header, If-Match on tombstone", tomb, tags(v2), header, KindDeleted, 409},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,10 +138,13 @@ func TestParseClaim(t *testing.T) {
 		{"if-none-match star", h("If-None-Match", `*`), SchemeETag, PreconditionAbsent, 0, false},
 		{"if-none-match tags are not a claim", h("If-None-Match", `"a"`), SchemeETag, PreconditionNone, 0, false},
 		{"if-none-match broken", h("If-None-Match", `"a`), SchemeETag, PreconditionNone, 0, true},
-		{"ius ignored with etag", h("If-Unmodified-Since", date), SchemeETag, PreconditionNone, 0, false},
+		// A date is not a form etag produces: forwarded unjudged, never a 428.
+		{"ius is foreign with etag", h("If-Unmodified-Since", date), SchemeETag, PreconditionForeign, 0, false},
 		{"ius with last_modified", h("If-Unmodified-Since", date), SchemeLastModified, PreconditionDate, 0, false},
 		{"ius broken", h("If-Unmodified-Since", "yesterday"), SchemeLastModified, PreconditionNone, 0, true},
-		{"if-match wins over ius", h("If-Match", `"a"`, "If-Unmodified-Since", date), SchemeLastModified, PreconditionVersions, 1, false},
+		// An entity tag is not a form last_modified produces: the upstream's own ETag.
+		{"if-match wins over ius", h("If-Match", `"a"`, "If-Unmodified-Since", date), SchemeLastModified, PreconditionForeign, 1, false},
+		{"if-match star with last_modified", h("If-Match", `*`), SchemeLastModified, PreconditionAny, 0, false},
 		{"version header", h("X-Version", `7`), SchemeHeader, PreconditionVersions, 1, false},
 		{"version header empty", h("X-Version", ``), SchemeHeader, PreconditionNone, 0, true},
 	}

@@ -21,6 +21,10 @@ const (
 	PreconditionVersions
 	// PreconditionDate: If-Unmodified-Since, compared with Last-Modified versions.
 	PreconditionDate
+	// PreconditionForeign: a precondition in a form the configured version
+	// source does not produce (an entity tag with last_modified, a date
+	// with etag): the proxy cannot judge it, the upstream may.
+	PreconditionForeign
 )
 
 // Precondition is the version a client says its write is based on.
@@ -74,19 +78,25 @@ func ParsePrecondition(h http.Header, scheme Scheme, field string) (Precondition
 			return Precondition{Kind: PreconditionAny, Source: "If-Match"}, nil
 		}
 		if len(tags) > 0 {
+			if scheme == SchemeLastModified {
+				// Entity tags are not dates: the upstream's own ETag, which
+				// the proxy does not track.
+				return Precondition{Kind: PreconditionForeign, Versions: tags, Source: "If-Match"}, nil
+			}
 			return Precondition{Kind: PreconditionVersions, Versions: tags, Source: "If-Match"}, nil
 		}
 	}
 	// RFC 9110 section 13.2.2: If-Unmodified-Since is ignored when If-Match
 	// is present; it is only meaningful with Last-Modified versions.
-	if scheme == SchemeLastModified {
-		if v := headerValue(h, "If-Unmodified-Since"); v != "" {
-			t, err := http.ParseTime(v)
-			if err != nil {
-				return Precondition{}, &PreconditionError{Header: "If-Unmodified-Since", Value: v}
-			}
-			return Precondition{Kind: PreconditionDate, Date: t, Source: "If-Unmodified-Since"}, nil
+	if v := headerValue(h, "If-Unmodified-Since"); v != "" {
+		t, err := http.ParseTime(v)
+		if err != nil {
+			return Precondition{}, &PreconditionError{Header: "If-Unmodified-Since", Value: v}
 		}
+		if scheme != SchemeLastModified {
+			return Precondition{Kind: PreconditionForeign, Date: t, Source: "If-Unmodified-Since"}, nil
+		}
+		return Precondition{Kind: PreconditionDate, Date: t, Source: "If-Unmodified-Since"}, nil
 	}
 	if vals := h["If-None-Match"]; len(vals) > 0 {
 		tags, any, ok := ParseTags(vals)

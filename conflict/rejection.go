@@ -102,6 +102,14 @@ func UpstreamUnavailable() *Rejection {
 		Detail: "The outcome of an earlier write to this resource is unknown and the upstream could not be asked for its current version."}
 }
 
+// RecordLost rejects a write that claims a version of a resource whose
+// record the proxy lost after writing it, when the upstream could not be
+// asked for the current version.
+func RecordLost() *Rejection {
+	return &Rejection{Kind: KindUpstreamUnavailable,
+		Detail: "The proxy lost its record of this resource after a write and the upstream could not be asked for its current version."}
+}
+
 // GuardRejection rejects a write that breaks a guard of kind
 // (parent-missing, not-empty, reference-missing) naming related.
 func GuardRejection(kind Kind, related []string) *Rejection {

@@ -65,6 +65,15 @@ func (s State) Changed() State {
 	return State{Superseded: supersede(s.Superseded, s.Version)}
 }
 
+// Forgotten is the state after a method that may have changed the
+// resource in a way the proxy cannot see (MKCOL, PROPPATCH, the destination
+// of a COPY or MOVE): the current version becomes unknown and the resource
+// may exist now, but what was current is not known to be superseded, so a
+// write based on it is forwarded (the upstream knows better).
+func (s State) Forgotten() State {
+	return State{Superseded: s.Superseded}
+}
+
 // WriteResult describes the upstream's answer to a forwarded write.
 type WriteResult struct {
 	Method  string
