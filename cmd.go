@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -17,23 +16,30 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "conflict",
-		Usage: "get <key> | list [<prefix>] | purge [--prefix] <key_or_prefix>",
+		Usage: "get <key> | list [<prefix>] | purge [--prefix] <key_or_prefix> [--config <path> [--adapter <name>]] [--address <interface>]",
 		Short: "Reads and purges the version table of caddy-conflict",
 		Long: `
-Calls the admin API of a running Caddy (admin.api.conflict, --address,
-default localhost:2019):
+Calls the admin API of a running Caddy (admin.api.conflict):
 
   caddy conflict get example.com/articles/1       one key's state
   caddy conflict list example.com/articles/       keys with a prefix (--limit, --after)
   caddy conflict purge example.com/articles/1     forget one key
   caddy conflict purge --prefix example.com/      forget every key with a prefix
 
+The admin endpoint is found as caddy stop finds it: --address if given,
+else the admin listen address of the --config file (adapted with
+--adapter, or as a Caddyfile if its name says so), else the CADDY_ADMIN
+environment variable, else localhost:2019. Unix sockets (unix//path) work.
+
 Keys are written as the key template expands them (default: the Host,
 lower-cased, then the cleaned path). The next write to a purged key is
 forwarded unchecked: purge after writing to the upstream behind the proxy.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.PersistentFlags().String("address", "localhost:2019", "Address of the admin API")
+			// The same flags as caddy stop, read the same way (adminAddress).
+			cmd.PersistentFlags().StringP("config", "c", "", "Configuration file to use to parse the admin address, if --address is not used")
+			cmd.PersistentFlags().StringP("adapter", "a", "", "Name of config adapter to apply (when --config is used)")
+			cmd.PersistentFlags().String("address", "", "The address to use to reach the admin API endpoint, if not the default")
 			get := &cobra.Command{
 				Use:   "get <key>",
 				Short: "Shows what the proxy knows about one key",
@@ -116,14 +122,32 @@ func (c adminCall) request() (method, uri string, err error) {
 	return method, "/conflict/versions?" + q.Encode(), nil
 }
 
+// adminAddress finds the admin endpoint with the flags and precedence of
+// caddy stop: --address, else --config's admin.listen, else
+// caddy.DefaultAdminListen (CADDY_ADMIN, else localhost:2019).
+func adminAddress(cmd *cobra.Command) (string, error) {
+	address, _ := cmd.Flags().GetString("address")
+	configFile, _ := cmd.Flags().GetString("config")
+	adapter, _ := cmd.Flags().GetString("adapter")
+	addr, err := caddycmd.DetermineAdminAPIAddress(address, nil, configFile, adapter)
+	if err != nil {
+		return "", fmt.Errorf("finding the admin API address: %w", err)
+	}
+	return addr, nil
+}
+
 func runConflictCommand(cmd *cobra.Command, call adminCall) error {
-	addr, _ := cmd.Flags().GetString("address")
 	method, uri, err := call.request()
 	if err != nil {
 		return err
 	}
-	// AdminAPIRequest sets the Origin the admin endpoint expects and turns
-	// an error status into an error carrying the problem document.
+	addr, err := adminAddress(cmd)
+	if err != nil {
+		return err
+	}
+	// AdminAPIRequest dials unix sockets too, sets the Origin the admin
+	// endpoint expects and turns an error status into an error carrying
+	// the problem document.
 	res, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, nil)
 	if err != nil {
 		return err
@@ -139,6 +163,6 @@ func runConflictCommand(cmd *cobra.Command, call adminCall) error {
 		out.Write(body)
 	}
 	out.WriteByte('\n')
-	_, err = os.Stdout.Write(out.Bytes())
+	_, err = cmd.OutOrStdout().Write(out.Bytes())
 	return err
 }
