@@ -1,11 +1,10 @@
 package caddyconflict
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // A reload provisions handlers into a new registry while the old one is
@@ -21,33 +20,22 @@ func TestRegisterMetricsAgain(t *testing.T) {
 	if err := registerMetrics(nil); err != nil {
 		t.Fatalf("nil registry: %v", err)
 	}
-	var m dto.Metric
-	if err := metrics.decisions.WithLabelValues("forwarded").Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	before := m.GetCounter().GetValue()
+	forwarded := metrics.decisions.WithLabelValues("forwarded")
+	before := testutil.ToFloat64(forwarded)
 	countDecision("forwarded")
+	if got := testutil.ToFloat64(forwarded); got != before+1 {
+		t.Errorf("forwarded = %v, want %v", got, before+1)
+	}
+	decisions := testutil.CollectAndCount(metrics.decisions)
 	for _, reg := range []*prometheus.Registry{old, next} {
-		families, err := reg.Gather() // the pedantic registry checks Describe against Collect
-		if err != nil {
-			t.Fatalf("gather: %v", err)
+		// The pedantic registry checks Describe against Collect.
+		if n, err := testutil.GatherAndCount(reg, "caddy_conflict_decisions_total"); err != nil || n != decisions {
+			t.Errorf("decisions: %d series gathered (%v), want the collector's %d", n, err, decisions)
 		}
-		var names []string
-		for _, f := range families {
-			names = append(names, f.GetName())
-			if f.GetName() != "caddy_conflict_decisions_total" {
-				continue
-			}
-			for _, m := range f.GetMetric() {
-				if m.GetLabel()[0].GetValue() == "forwarded" && m.GetCounter().GetValue() != before+1 {
-					t.Errorf("forwarded = %v, want %v", m.GetCounter().GetValue(), before+1)
-				}
-			}
-		}
-		for _, want := range []string{"caddy_conflict_decisions_total", "caddy_conflict_rereads_total",
-			"caddy_conflict_lock_wait_seconds", "caddy_conflict_store_entries", "caddy_conflict_store_hits_total"} {
-			if !strings.Contains(" "+strings.Join(names, " ")+" ", " "+want+" ") {
-				t.Errorf("%s not gathered; got %v", want, names)
+		for _, name := range []string{"caddy_conflict_rereads_total", "caddy_conflict_lock_wait_seconds",
+			"caddy_conflict_store_entries", "caddy_conflict_store_hits_total"} {
+			if n, err := testutil.GatherAndCount(reg, name); err != nil || n == 0 {
+				t.Errorf("%s not gathered (%v)", name, err)
 			}
 		}
 	}
