@@ -167,6 +167,13 @@ func (a Admin) purge(w http.ResponseWriter, r *http.Request) *adminError {
 		}
 		n += k
 	}
+	// A purge meant to remove data removes its representations too.
+	for _, hist := range openHistories() {
+		hist.Purge(target, isPrefix)
+		if !isPrefix {
+			hist.Purge(target+"\x00", true) // every history_scope of the key
+		}
+	}
 	writeJSON(w, r, map[string]int{"purged": n})
 	return nil
 }

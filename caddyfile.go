@@ -32,7 +32,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 //	conflict [<matcher>] {
 //	    methods      <method...>                 # default PUT PATCH DELETE
-//	    key          <template>                  # default {http.request.host}{http.request.uri.path}
+//	    key          <template>                  # default {http.request.hostport}{http.request.uri.path}
 //	    version      etag | last_modified | header <Field> | json <pointer> | hash
 //	    require      precondition
 //	    stale_status 409 | 412
@@ -47,6 +47,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    verify
 //	    store        memory | redis { address ...; on_store_error reject|forward; ... }
 //	    history      <n> [<size>]                # last n JSON representations per key (size default 16MiB)
+//	    history_scope <template>                 # representations per caller, e.g. {http.auth.user.id}
 //	    include_current                          # stale-version problems carry the current representation
 //	    merge        auto                        # rebase stale JSON writes that do not overlap
 //	    guard        parent | children | reference <pointer> <template>   # several allowed
@@ -233,6 +234,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				return d.Errf("method_override: must be on or off, got %q", args[0])
 			}
+		case "history_scope":
+			if err := need(1); err != nil {
+				return err
+			}
+			h.HistoryScope = args[0]
 		case "include_current":
 			if err := need(0); err != nil {
 				return err

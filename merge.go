@@ -11,6 +11,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/caddy-conflict/caddy-conflict/conflict"
 )
 
@@ -46,6 +48,9 @@ func (h *Handler) validateMerge() error {
 				sizeText(minHistorySize), h.History.Size)
 		}
 	}
+	if h.HistoryScope != "" && h.History == nil {
+		return fmt.Errorf("conflict: history_scope: needs history (it scopes the history's representations)")
+	}
 	if h.IncludeCurrent && h.History == nil {
 		return fmt.Errorf("conflict: include_current: needs history (the current representation comes from it)")
 	}
@@ -67,6 +72,30 @@ func (h *Handler) versionPointer() conflict.Pointer {
 		return h.pointer
 	}
 	return nil
+}
+
+// historyKey is where the representations of key are kept for the
+// request's history_scope: per scope (a caller) when one is configured, so
+// that merge help never shows one caller what another read; the version
+// and the write lock stay per key.
+func (h *Handler) historyKey(key string, repl *caddy.Replacer) string {
+	if h.HistoryScope == "" {
+		return key
+	}
+	scope := ""
+	if repl != nil {
+		scope = repl.ReplaceAll(h.HistoryScope, "")
+	}
+	return key + "\x00" + scope
+}
+
+// dropHistory forgets every representation of key, in every scope: the
+// resource was deleted (a new one may restart its versions) or purged.
+func (h *Handler) dropHistory(key string) {
+	if h.history != nil {
+		h.history.Purge(key, false)
+		h.history.Purge(key+"\x00", true)
+	}
 }
 
 // claimedVersion is the one version a claim names (an If-Unmodified-Since
@@ -141,7 +170,7 @@ func (h *Handler) rebaseWrite(r *http.Request, base, theirs []byte) (conflict.Re
 // version, and rebase reports true. Otherwise the write is rejected as
 // before, and the problem gets the merge help (mergeHelp).
 func (x *exchange) rebase() bool {
-	h, r, key, s, c := x.h, x.r, x.key, x.state, x.pre
+	h, r, key, s, c := x.h, x.r, x.hkey, x.state, x.pre
 	if h.history == nil || h.report || !s.Known() {
 		return false
 	}
@@ -193,7 +222,7 @@ func (x *exchange) rebase() bool {
 // that kept the write from being rebased, and with include_current the
 // current representation.
 func (x *exchange) mergeHelp(p *conflict.Problem) {
-	h, r, key, s, c := x.h, x.r, x.key, x.state, x.pre
+	h, r, key, s, c := x.h, x.r, x.hkey, x.state, x.pre
 	if h.history == nil || !s.Known() {
 		return
 	}

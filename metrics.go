@@ -28,7 +28,7 @@ var metrics = struct {
 }{
 	decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "conflict", Name: "decisions_total",
-		Help: "Guarded writes by outcome: forwarded, merged (merge auto), reported (mode report), or the kind of rejection.",
+		Help: "Guarded writes by outcome: forwarded, merged (merge auto), reported (mode report), refused (verify's read was refused: the client got the upstream's answer), or the kind of rejection.",
 	}, []string{"outcome"}),
 	upstreamProblems: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "conflict", Name: "upstream_problems_total",
@@ -64,7 +64,7 @@ func setMetricsEnabled(on bool) (restore func()) {
 func init() {
 	// Series that exist from the start, so that rates and alerts work
 	// before the first event.
-	for _, o := range []string{"forwarded", "merged", "reported",
+	for _, o := range []string{"forwarded", "merged", "reported", "refused",
 		string(conflict.KindStaleVersion), string(conflict.KindDeleted), string(conflict.KindAlreadyExists),
 		string(conflict.KindPreconditionRequired), string(conflict.KindWriteInProgress),
 		string(conflict.KindInvalidPrecondition), string(conflict.KindUpstreamUnavailable),

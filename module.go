@@ -31,7 +31,7 @@ func init() {
 // Defaults and limits of the sub-directives, declared once; the stores
 // own their own (versioncache.MinMemoryBytes).
 const (
-	DefaultKey         = "{http.request.host}{http.request.uri.path}"
+	DefaultKey         = "{http.request.hostport}{http.request.uri.path}"
 	DefaultLockTimeout = 10 * time.Second
 	DefaultTTL         = 10 * time.Minute
 	DefaultCacheSize   = versioncache.DefaultMemoryBytes
@@ -50,7 +50,7 @@ type Handler struct {
 	// Methods that are guarded writes. Default: PUT PATCH DELETE.
 	Methods []string `json:"methods,omitempty"`
 	// Key is the template (placeholders allowed) naming the resource a
-	// request addresses. Default: {http.request.host}{http.request.uri.path}
+	// request addresses. Default: {http.request.hostport}{http.request.uri.path}
 	// with the host lower-cased and the path cleaned.
 	Key string `json:"key,omitempty"`
 	// Version says where versions come from. Default: the ETag header.
@@ -93,6 +93,11 @@ type Handler struct {
 	// stale-version problem can say what changed since the client's
 	// version; see merge.go. Off by default.
 	History *HistoryConfig `json:"history,omitempty"`
+	// HistoryScope is a template (e.g. {http.auth.user.id}) that keeps the
+	// history's representations per scope: changes, current and merge auto
+	// only use representations the same scope read or wrote, while versions
+	// and write locks stay per key.
+	HistoryScope string `json:"history_scope,omitempty"`
 	// IncludeCurrent adds the current representation to stale-version
 	// problems (needs History).
 	IncludeCurrent bool `json:"include_current,omitempty"`
@@ -112,6 +117,8 @@ type Handler struct {
 	hint               string // how to send a precondition, for 428 answers
 	keyHasQuery        bool
 	defaultKey         bool
+	keyTemplate        string // Key with normalized host and path placeholders (keyOf)
+	keyUses            int
 	report             bool
 	poolKey            string
 	history            *versioncache.History
@@ -158,6 +165,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Key = DefaultKey
 	}
 	h.defaultKey = h.Key == DefaultKey
+	h.keyTemplate, h.keyUses = keyTemplateOf(h.Key)
 	h.keyHasQuery = strings.Contains(h.Key, "query") || strings.Contains(h.Key, "{http.request.uri}") ||
 		strings.Contains(h.Key, "{uri}")
 	if h.Version == nil {

@@ -83,6 +83,32 @@ func (x *exchange) problem(rej *conflict.Rejection, status int) *conflict.Proble
 	return p
 }
 
+// relay answers the write with the upstream's refusal of verify's read
+// (401, 403, 404), as the upstream would have answered the write itself:
+// its status, headers and body; no version, no problem.
+func (x *exchange) relay(a answer) {
+	x.release(x.state)
+	x.relayed = true
+	setPlaceholders(x.repl, "refused", "")
+	countDecision("refused")
+	hdr := x.w.Header()
+	for name, vals := range a.header {
+		switch name {
+		case "Etag", "Last-Modified", "Content-Length", "Content-Encoding", "Transfer-Encoding":
+			continue // they describe the read's representation, not this answer
+		}
+		if x.h.scheme == conflict.SchemeHeader && name == x.h.Version.Field {
+			continue
+		}
+		hdr[name] = vals
+	}
+	hdr.Set("Content-Length", strconv.Itoa(len(a.body)))
+	x.w.WriteHeader(a.status)
+	if x.r.Method != http.MethodHead {
+		_, _ = x.w.Write(a.body)
+	}
+}
+
 // writeProblem sends p as the whole response.
 func writeProblem(w http.ResponseWriter, r *http.Request, p *conflict.Problem) {
 	body := p.JSON()

@@ -49,37 +49,79 @@ func overridden(hdr http.Header) string {
 	return ""
 }
 
-// keyOf expands the key template for r.
+// keyOf expands the key template for r. Whatever the template, host
+// placeholders expand lower-cased and the path cleaned, so that aliases of
+// one URL (//a, /./a, /a/, Host: API.Example) are one key.
 func (h *Handler) keyOf(r *http.Request, repl *caddy.Replacer) string {
 	if h.defaultKey || repl == nil {
 		return keyFor(r.Host, r.URL.Path)
 	}
-	return repl.ReplaceAll(h.Key, "")
+	if h.keyUses&useHost != 0 {
+		repl.Set("http.conflict.host", strings.ToLower(hostOf(r.Host)))
+	}
+	if h.keyUses&useHostPort != 0 {
+		repl.Set("http.conflict.hostport", strings.ToLower(r.Host))
+	}
+	if h.keyUses&usePath != 0 {
+		repl.Set("http.conflict.path", cleanPath(r.URL.Path))
+	}
+	return repl.ReplaceAll(h.keyTemplate, "")
 }
 
-// keyFor is the default key of a host and a path: the host (without port)
-// lower-cased, then the cleaned path.
+// hostOf is the host of a Host header without its port, as Caddy's
+// {http.request.host} gives it.
+func hostOf(hostport string) string {
+	if strings.HasPrefix(hostport, "[") {
+		if i := strings.IndexByte(hostport, ']'); i > 0 {
+			return hostport[1:i]
+		}
+	}
+	if i := strings.LastIndexByte(hostport, ':'); i >= 0 && strings.Count(hostport, ":") == 1 {
+		return hostport[:i]
+	}
+	return hostport
+}
+
+// Placeholders of a key template that keyOf sets normalized.
+const (
+	useHost = 1 << iota
+	useHostPort
+	usePath
+)
+
+// keyPlaceholders maps the request placeholders a key template may use to
+// the normalized ones keyOf sets.
+var keyPlaceholders = [...]struct {
+	from, to string
+	use      int
+}{
+	{"{http.request.host}", "{http.conflict.host}", useHost},
+	{"{http.request.hostport}", "{http.conflict.hostport}", useHostPort},
+	{"{http.request.uri.path}", "{http.conflict.path}", usePath},
+}
+
+// keyTemplateOf is the key template with its host and path placeholders
+// replaced by the normalized ones, and which of them it uses.
+func keyTemplateOf(key string) (string, int) {
+	uses := 0
+	for _, p := range keyPlaceholders {
+		if strings.Contains(key, p.from) {
+			key = strings.ReplaceAll(key, p.from, p.to)
+			uses |= p.use
+		}
+	}
+	return key, uses
+}
+
+// keyFor is the default key of a Host header and a path: the origin (the
+// host lower-cased, with its port when the Host header has one: two sites
+// on two ports are two origins), then the cleaned path.
 func keyFor(host, p string) string {
-	if h, _, err := splitHostPort(host); err == nil {
-		host = h
-	}
-	if p == "" {
-		p = "/"
-	}
-	cp := path.Clean(p)
+	cp := cleanPath(p)
 	if !hasUpper(host) {
 		return host + cp
 	}
 	return strings.ToLower(host) + cp
-}
-
-func splitHostPort(hostport string) (string, string, error) {
-	// A host without a port is the common case; avoid net.SplitHostPort's error allocation.
-	i := strings.LastIndexByte(hostport, ':')
-	if i < 0 || strings.HasSuffix(hostport, "]") {
-		return strings.Trim(hostport, "[]"), "", nil
-	}
-	return strings.Trim(hostport[:i], "[]"), hostport[i+1:], nil
 }
 
 func hasUpper(s string) bool {
@@ -117,7 +159,7 @@ func (h *Handler) serveRead(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		_, _ = h.store.Observe(r.Context(), key, tok, v, false)
 		if h.history != nil && err == nil {
-			h.remember(key, ow)
+			h.remember(h.historyKey(key, repl), ow)
 		}
 	case ow.status == http.StatusNotFound || ow.status == http.StatusGone:
 		_, _ = h.store.Observe(r.Context(), key, tok, "", true)

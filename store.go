@@ -101,6 +101,18 @@ func openStores() []versioncache.Store {
 	return list
 }
 
+// openHistories lists the histories of the running configuration.
+func openHistories() []*versioncache.History {
+	var list []*versioncache.History
+	stores.Range(func(_, v any) bool {
+		if h, ok := v.(pooledHistory); ok {
+			list = append(list, h.History)
+		}
+		return true
+	})
+	return list
+}
+
 // pooledHistory keeps a history in the stores pool, so that a reload keeps
 // it like the version table.
 type pooledHistory struct {

@@ -142,6 +142,31 @@ func (h *Handler) rereadFor(reason string, r *http.Request, next caddyhttp.Handl
 	return s, ok, refused
 }
 
+// confirm is verify's read: a GET of r's resource with the client's own
+// request headers (credentials included), its body kept, so that an answer
+// that refuses the client (401, 403, 404) can go back to it instead of a
+// rejection. ok reports whether the answer told the current state, which
+// it returns.
+func (h *Handler) confirm(r *http.Request, next caddyhttp.Handler, s conflict.State) (answer, conflict.State, bool) {
+	a := h.ask(readRequest(r, http.MethodGet), next, true)
+	countReread(rereadVerify, a.outcome == readFound || a.outcome == readMissing)
+	switch a.outcome {
+	case readFound:
+		if v := h.version(a); v != "" {
+			return a, s.Observed(v), true
+		}
+	case readMissing:
+		return a, s.Missing(), true
+	}
+	return a, s, false
+}
+
+// refuses reports whether the answer to verify's read is one the client
+// gets instead of a rejection: the upstream would not show it the resource.
+func (a answer) refuses() bool {
+	return a.status == http.StatusUnauthorized || a.status == http.StatusForbidden || a.status == http.StatusNotFound
+}
+
 // probe asks the upstream whether the resource at path p exists: HEAD, or
 // GET where HEAD is not allowed. A redirect to p + "/" (how WebDAV servers
 // such as nginx answer for a collection) is followed once. It returns the

@@ -28,6 +28,7 @@ type exchange struct {
 	next caddyhttp.Handler
 	repl *caddy.Replacer
 	key  string
+	hkey string // where the key's representations are kept (history_scope)
 	// method is the write's method as judged: the request's, or the one
 	// its method-override header names; sent is the request's own.
 	method, sent string
@@ -38,6 +39,7 @@ type exchange struct {
 	state conflict.State        // the key's state the write is decided on
 
 	gone      error         // the client went away: answer nothing
+	relayed   bool          // the client got the upstream's refusal of verify's read
 	unchecked bool          // forwarded without the remaining steps (no claim could be had)
 	reported  conflict.Kind // report mode: the rejection the write would have got
 	merged    bool          // merge auto rebased the write onto the current version
@@ -61,6 +63,9 @@ var writeSteps = [...]func(*exchange) *conflict.Rejection{
 func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key string,
 	repl *caddy.Replacer, method string) error {
 	x := &exchange{h: h, w: w, r: r, next: next, repl: repl, key: key, method: method, sent: r.Method}
+	if h.history != nil {
+		x.hkey = h.historyKey(key, repl)
+	}
 	if method != r.Method {
 		// Judged as the overriding method; sent to the upstream as it came.
 		r.Method = method
@@ -71,7 +76,7 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 		if rej := step(x); rej != nil && x.reject(rej) {
 			return nil
 		}
-		if x.gone != nil {
+		if x.gone != nil || x.relayed {
 			return x.gone
 		}
 		if x.unchecked {
@@ -206,7 +211,12 @@ func (x *exchange) decide() *conflict.Rejection {
 	h := x.h
 	d := conflict.Decide(x.state, x.pre, h.policy)
 	if h.Verify && (d.Kind == conflict.KindStaleVersion || d.Kind == conflict.KindDeleted) {
-		if s, ok, _ := h.rereadFor(rereadVerify, x.r, x.next, x.state); ok {
+		a, s, ok := h.confirm(x.r, x.next, x.state)
+		if a.refuses() && !h.report {
+			x.relay(a) // a client the upstream refuses learns nothing about versions
+			return nil
+		}
+		if ok {
 			x.state = s
 			d = conflict.Decide(x.state, x.pre, h.policy)
 		}
@@ -244,7 +254,10 @@ func (x *exchange) forward() error {
 		result.Version = "" // the version of another representation (?view=...), not the key's
 	}
 	if h.history != nil && err == nil {
-		h.rememberWrite(x.key, r, ow) // before the claim is released: the next write may merge onto it
+		h.rememberWrite(x.hkey, r, ow) // before the claim is released: the next write may merge onto it
+	}
+	if h.history != nil && r.Method == http.MethodDelete && ow.status >= 200 && ow.status < 300 {
+		h.dropHistory(x.key) // a resource created again may restart its versions
 	}
 	x.release(x.state.AfterWrite(based, result))
 	if r.Method == http.MethodPost && ow.status >= 200 && ow.status < 300 {

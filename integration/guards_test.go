@@ -56,7 +56,7 @@ func TestGuardParentNginx(t *testing.T) {
 	expectStatus(t, do(t, nil, "MKCOL", "/folder/", nil), 201, "MKCOL")
 	expectStatus(t, do(t, nil, "PUT", "/folder/a.txt", "a"), 201, "PUT into the folder")
 	expectStatus(t, do(t, nil, "DELETE", "/folder/", nil), 204, "DELETE the folder")
-	expectRelated(t, do(t, nil, "PUT", "/folder/b.txt", "b"), "parent-missing", "localhost/folder")
+	expectRelated(t, do(t, nil, "PUT", "/folder/b.txt", "b"), "parent-missing", "localhost:9080/folder")
 	if _, err := os.Stat(filepath.Join(root, "folder")); !os.IsNotExist(err) {
 		t.Fatalf("the folder exists on disk: %v", err)
 	}
@@ -70,7 +70,7 @@ func TestGuardParentNginx(t *testing.T) {
 	}
 	expectStatus(t, do(t, nil, "GET", "/disk/", nil), 200, "listing")
 	expectStatus(t, do(t, nil, "DELETE", "/disk/", nil), 204, "DELETE")
-	expectRelated(t, do(t, nil, "PUT", "/disk/c.txt", "c"), "parent-missing", "localhost/disk")
+	expectRelated(t, do(t, nil, "PUT", "/disk/c.txt", "c"), "parent-missing", "localhost:9080/disk")
 	if _, err := os.Stat(filepath.Join(root, "disk")); !os.IsNotExist(err) {
 		t.Fatal("the rejected PUT re-created the folder")
 	}
@@ -90,12 +90,12 @@ func TestGuardChildrenNginx(t *testing.T) {
 	}
 	expectStatus(t, do(t, nil, "GET", "/bucket/seen.txt", nil), 200, "GET a file made on disk")
 
-	expectRelated(t, do(t, nil, "DELETE", "/bucket/", nil), "not-empty", "localhost/bucket/a.txt", "localhost/bucket/seen.txt")
+	expectRelated(t, do(t, nil, "DELETE", "/bucket/", nil), "not-empty", "localhost:9080/bucket/a.txt", "localhost:9080/bucket/seen.txt")
 	if _, err := os.Stat(filepath.Join(root, "bucket", "a.txt")); err != nil {
 		t.Fatalf("the file is gone: %v", err)
 	}
 	expectStatus(t, do(t, nil, "DELETE", "/bucket/a.txt", nil), 204, "DELETE a file")
-	expectRelated(t, do(t, nil, "DELETE", "/bucket/", nil), "not-empty", "localhost/bucket/seen.txt")
+	expectRelated(t, do(t, nil, "DELETE", "/bucket/", nil), "not-empty", "localhost:9080/bucket/seen.txt")
 	expectStatus(t, do(t, nil, "DELETE", "/bucket/seen.txt", nil), 204, "DELETE the other file")
 	expectStatus(t, do(t, nil, "DELETE", "/bucket/", nil), 204, "DELETE the empty folder")
 	if _, err := os.Stat(filepath.Join(root, "bucket")); !os.IsNotExist(err) {
@@ -127,9 +127,9 @@ func TestGuardReferenceJSONServer(t *testing.T) {
 		expectStatus(t, do(t, nil, "DELETE", "/categories/2", nil), 200, "DELETE the category")
 		before := len(directList(t, up+"/articles"))
 		expectRelated(t, do(t, nil, "POST", "/articles", map[string]any{"title": "t", "categoryId": 2}),
-			"reference-missing", "localhost/categories/2")
+			"reference-missing", "localhost:9080/categories/2")
 		expectRelated(t, do(t, nil, "PUT", "/articles/1", map[string]any{"id": 1, "title": "Hello", "categoryId": 2}),
-			"reference-missing", "localhost/categories/2")
+			"reference-missing", "localhost:9080/categories/2")
 		if n := len(directList(t, up+"/articles")); n != before {
 			t.Fatalf("json-server holds %d articles, had %d", n, before)
 		}
@@ -149,9 +149,9 @@ func TestGuardReferenceJSONServer(t *testing.T) {
 			t.Fatalf("DELETE on json-server: %d", s)
 		}
 		expectRelated(t, do(t, nil, "POST", "/articles", map[string]any{"title": "t", "categoryId": 3}),
-			"reference-missing", "localhost/categories/3")
+			"reference-missing", "localhost:9080/categories/3")
 		expectRelated(t, do(t, nil, "PATCH", "/articles/1", map[string]any{"categoryId": "3"}),
-			"reference-missing", "localhost/categories/3")
+			"reference-missing", "localhost:9080/categories/3")
 		expectStatus(t, do(t, nil, "POST", "/articles", map[string]any{"title": "ok", "categoryId": 2}), 201, "existing category")
 		if a := directGet(t, up+"/articles/1"); a["categoryId"] != float64(1) {
 			t.Fatalf("the rejected PATCH reached json-server: %v", a)

@@ -21,10 +21,15 @@ func increment(t *testing.T, client *http.Client, n int, gzip bool) (conflicts i
 	return incrementAt(t, client, base, n, gzip)
 }
 
-// incrementAt is increment through the Caddy node at baseURL.
+// incrementAt is increment through the Caddy node at baseURL; the nodes of
+// a cluster are sent one Host, as a load balancer would.
 func incrementAt(t *testing.T, client *http.Client, baseURL string, n int, gzip bool) (conflicts int) {
+	host := []string{}
+	if baseURL != base {
+		host = append(host, lbHost)
+	}
 	for done := 0; done < n; {
-		var hdr []string
+		hdr := host
 		if gzip {
 			hdr = append(hdr, "Accept-Encoding: gzip")
 		}
@@ -45,7 +50,7 @@ func incrementAt(t *testing.T, client *http.Client, baseURL string, n int, gzip 
 		}
 		value, _ := doc["value"].(float64)
 		doc["value"] = int(value) + 1 // the rest of the document is written back as read
-		p := do(t, client, http.MethodPut, baseURL+"/counters/1", doc, "If-Match: "+etag)
+		p := do(t, client, http.MethodPut, baseURL+"/counters/1", doc, append(host, "If-Match: "+etag)...)
 		switch p.status {
 		case http.StatusOK, http.StatusNoContent:
 			done++

@@ -250,8 +250,8 @@ func TestPlaceholdersInAccessLogAndModuleLogs(t *testing.T) {
 		l := lines[i]
 		req, _ := l["request"].(map[string]any)
 		if req["method"] != wl.method || l["conflict_outcome"] != wl.outcome ||
-			l["conflict_key"] != "localhost/articles/1" || l["conflict_version"] != wl.version {
-			t.Errorf("access log line %d: method %v outcome %v key %v version %v; want %s %s localhost/articles/1 %s",
+			l["conflict_key"] != "localhost:9080/articles/1" || l["conflict_version"] != wl.version {
+			t.Errorf("access log line %d: method %v outcome %v key %v version %v; want %s %s localhost:9080/articles/1 %s",
 				i, req["method"], l["conflict_outcome"], l["conflict_key"], l["conflict_version"], wl.method, wl.outcome, wl.version)
 		}
 	}
@@ -270,7 +270,7 @@ func TestPlaceholdersInAccessLogAndModuleLogs(t *testing.T) {
 	if len(info) != 1 {
 		t.Fatalf("%d Info lines from the handler, want exactly one (the rejection): %v", len(info), info)
 	}
-	if l := info[0]; l["kind"] != "stale-version" || l["key"] != "localhost/articles/1" || l["current_version"] != v2 {
+	if l := info[0]; l["kind"] != "stale-version" || l["key"] != "localhost:9080/articles/1" || l["current_version"] != v2 {
 		t.Errorf("rejection log line = %v", l)
 	} else if c, _ := l["claimed"].([]any); len(c) != 1 || c[0] != v1 {
 		t.Errorf("rejection log line claimed = %v, want [%s]", l["claimed"], v1)
@@ -336,16 +336,16 @@ func TestAdminReadListPurge(t *testing.T) {
 	e1 := do(t, nil, "GET", "/articles/1", nil).header.Get("ETag")
 	e2 := do(t, nil, "GET", "/articles/2", nil).header.Get("ETag")
 	do(t, nil, "GET", "/categories/1", nil)
-	if st := adminKey(t, "localhost/articles/1"); st["key"] != "localhost/articles/1" || st["current_version"] != e1 {
+	if st := adminKey(t, "localhost:9080/articles/1"); st["key"] != "localhost:9080/articles/1" || st["current_version"] != e1 {
 		t.Fatalf("state of articles/1 = %v, want current_version %s", st, e1)
 	}
-	adminKey(t, "localhost/articles/2")
-	adminKey(t, "localhost/categories/1")
+	adminKey(t, "localhost:9080/articles/2")
+	adminKey(t, "localhost:9080/categories/1")
 
 	// A write through the proxy supersedes e1; a write based on it is stale.
 	w := do(t, nil, "PUT", "/articles/1", map[string]any{"title": "A"}, "If-Match: "+e1)
 	expectStatus(t, w, 200, "fresh write")
-	st := adminKey(t, "localhost/articles/1")
+	st := adminKey(t, "localhost:9080/articles/1")
 	if sup, _ := st["superseded"].([]any); st["current_version"] != w.header.Get("ETag") || len(sup) != 1 || sup[0] != e1 {
 		t.Fatalf("state after the write = %v, want current %s and superseded [%s]", st, w.header.Get("ETag"), e1)
 	}
@@ -357,7 +357,7 @@ func TestAdminReadListPurge(t *testing.T) {
 		if pages > 5 {
 			t.Fatal("pagination does not end")
 		}
-		r := admin(t, "GET", "?prefix=localhost/articles/&limit=1&after="+url.QueryEscape(after), "")
+		r := admin(t, "GET", "?prefix=localhost:9080/articles/&limit=1&after="+url.QueryEscape(after), "")
 		expectStatus(t, r, 200, "list")
 		var page struct {
 			Items []struct {
@@ -371,7 +371,7 @@ func TestAdminReadListPurge(t *testing.T) {
 		}
 		for _, it := range page.Items {
 			keys = append(keys, it.Key)
-			if it.Key == "localhost/articles/2" && it.CurrentVersion != e2 {
+			if it.Key == "localhost:9080/articles/2" && it.CurrentVersion != e2 {
 				t.Errorf("listed articles/2 with version %q, want %s", it.CurrentVersion, e2)
 			}
 		}
@@ -380,22 +380,22 @@ func TestAdminReadListPurge(t *testing.T) {
 		}
 		after = page.Next
 	}
-	if strings.Join(keys, " ") != "localhost/articles/1 localhost/articles/2" {
+	if strings.Join(keys, " ") != "localhost:9080/articles/1 localhost:9080/articles/2" {
 		t.Fatalf("listed keys %v, want articles/1 and articles/2 in order", keys)
 	}
 
 	// Purge one key: it is unknown, so the write based on e1 is forwarded.
-	r := admin(t, "DELETE", "?key=localhost/articles/1", "")
+	r := admin(t, "DELETE", "?key=localhost:9080/articles/1", "")
 	expectStatus(t, r, 200, "purge key")
 	if got := r.json(t)["purged"]; got != float64(1) {
 		t.Fatalf("purged = %v, want 1", got)
 	}
-	expectProblem(t, admin(t, "GET", "?key=localhost/articles/1", ""), 404, "unknown-key")
+	expectProblem(t, admin(t, "GET", "?key=localhost:9080/articles/1", ""), 404, "unknown-key")
 	expectStatus(t, do(t, nil, "PUT", "/articles/1", map[string]any{"title": "B"}, "If-Match: "+e1), 200,
 		"write with the old version after the purge")
 
 	// Purge a prefix, as a JSON body.
-	r = admin(t, "DELETE", "", `{"prefix": "localhost/"}`)
+	r = admin(t, "DELETE", "", `{"prefix": "localhost:9080/"}`)
 	expectStatus(t, r, 200, "purge prefix")
 	if got := r.json(t)["purged"]; got != float64(3) {
 		t.Fatalf("purged = %v, want 3 (articles/1 again, articles/2, categories/1): %s", got, r.body)
@@ -415,11 +415,11 @@ func TestAdminReadListPurge(t *testing.T) {
 		{"GET", "", "", 400, "key"},
 		{"GET", "?key=", "", 400, "key"},
 		{"GET", "?key=a&prefix=b", "", 400, "exactly one"},
-		{"GET", "?prefix=" + url.QueryEscape("localhost/\x01"), "", 400, "prefix"},
+		{"GET", "?prefix=" + url.QueryEscape("localhost:9080/\x01"), "", 400, "prefix"},
 		{"DELETE", "?prefix=" + url.QueryEscape("bad\nprefix"), "", 400, "prefix"},
-		{"GET", "?prefix=localhost/&limit=0", "", 400, "limit"},
-		{"GET", "?prefix=localhost/&limit=many", "", 400, "limit"},
-		{"GET", "?prefix=localhost/&limit=100000", "", 400, "limit"},
+		{"GET", "?prefix=localhost:9080/&limit=0", "", 400, "limit"},
+		{"GET", "?prefix=localhost:9080/&limit=many", "", 400, "limit"},
+		{"GET", "?prefix=localhost:9080/&limit=100000", "", 400, "limit"},
 		{"DELETE", "", `{"keys": "x"}`, 400, "JSON object"},
 		{"POST", "?key=a", "", 405, "DELETE"},
 		{"PUT", "?key=a", "", 405, "GET"},

@@ -63,6 +63,10 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// lbHost is the Host header the clients send every node, as a load
+// balancer in front of them passes it on: one origin, one key space.
+const lbHost = "Host: api.test"
+
 // node is one Caddy process.
 type node struct {
 	url  string // http://127.0.0.1:PORT
@@ -103,7 +107,7 @@ func startNode(t *testing.T, site string) *node {
 		level WARN
 	}
 }
-http://127.0.0.1:%d {
+http://:%d {
 	bind 127.0.0.1
 %s
 }
@@ -177,7 +181,7 @@ func runCounterOn(t *testing.T, nodes []*node, clients, perClient int) (final, c
 		})
 	}
 	wg.Wait()
-	g := do(t, client, http.MethodGet, nodes[0].url+"/counters/1", nil)
+	g := do(t, client, http.MethodGet, nodes[0].url+"/counters/1", nil, lbHost)
 	var doc struct{ Value int }
 	if err := json.Unmarshal(g.body, &doc); err != nil {
 		t.Fatalf("final GET: %v %s", err, g.body)
@@ -229,10 +233,11 @@ func TestRedisNodeKilledMidWrite(t *testing.T) {
 	s := redisSite("\t\tlock_timeout 5s", "\t\t\taddress "+rds.Addr()+"\n\t\t\tlease 1s", up)
 	a, b := startNode(t, s), startNode(t, s)
 
-	v1 := do(t, nil, http.MethodGet, b.url+"/doc", nil).header.Get("ETag")
+	v1 := do(t, nil, http.MethodGet, b.url+"/doc", nil, lbHost).header.Get("ETag")
 	go func() {
 		// Node a dies under this request: its client sees an error.
 		req, _ := http.NewRequest(http.MethodPut, a.url+"/doc", strings.NewReader(`{"n":1}`))
+		req.Host = "api.test"
 		req.Header.Set("If-Match", v1)
 		if res, err := http.DefaultClient.Do(req); err == nil {
 			res.Body.Close()
@@ -248,7 +253,7 @@ func TestRedisNodeKilledMidWrite(t *testing.T) {
 	// A client that read v1 writes through node b: it waits behind node
 	// a's claim, which outlives its 1s lease because node a renews it.
 	stale := make(chan response, 1)
-	go func() { stale <- do(t, nil, http.MethodPut, b.url+"/doc", `{"n":2}`, "If-Match: "+v1) }()
+	go func() { stale <- do(t, nil, http.MethodPut, b.url+"/doc", `{"n":2}`, "If-Match: "+v1, lbHost) }()
 	time.Sleep(1500 * time.Millisecond)
 	select {
 	case r := <-stale:
@@ -271,8 +276,8 @@ func TestRedisNodeKilledMidWrite(t *testing.T) {
 	if d.writes.Load() != 1 {
 		t.Errorf("%d writes reached the upstream, want only the dead node's", d.writes.Load())
 	}
-	expectStatus(t, do(t, nil, http.MethodPut, b.url+"/doc", `{"n":3}`, `If-Match: "v2"`), 204, "write with the re-read version")
-	if got := do(t, nil, http.MethodGet, b.url+"/doc", nil); string(got.body) != `{"n":3}` {
+	expectStatus(t, do(t, nil, http.MethodPut, b.url+"/doc", `{"n":3}`, `If-Match: "v2"`, lbHost), 204, "write with the re-read version")
+	if got := do(t, nil, http.MethodGet, b.url+"/doc", nil, lbHost); string(got.body) != `{"n":3}` {
 		t.Fatalf("document = %s", got.body)
 	}
 }
@@ -291,22 +296,22 @@ func TestRedisDown(t *testing.T) {
 	rej := startNode(t, redisSite("", redis+"\n\t\t\ton_store_error reject", up))
 	fwd := startNode(t, redisSite("", redis+"\n\t\t\ton_store_error forward", up))
 
-	etag := do(t, nil, http.MethodGet, rej.url+"/doc", nil).header.Get("ETag")
-	expectStatus(t, do(t, nil, http.MethodPut, rej.url+"/doc", `{"n":1}`, "If-Match: "+etag), 204, "write with Redis up")
-	expectProblem(t, do(t, nil, http.MethodPut, fwd.url+"/doc", `{"n":9}`, "If-Match: "+etag), 409, "stale-version")
+	etag := do(t, nil, http.MethodGet, rej.url+"/doc", nil, lbHost).header.Get("ETag")
+	expectStatus(t, do(t, nil, http.MethodPut, rej.url+"/doc", `{"n":1}`, "If-Match: "+etag, lbHost), 204, "write with Redis up")
+	expectProblem(t, do(t, nil, http.MethodPut, fwd.url+"/doc", `{"n":9}`, "If-Match: "+etag, lbHost), 409, "stale-version")
 
 	rds.Stop()
 	for range 3 {
-		r := do(t, nil, http.MethodPut, rej.url+"/doc", `{"n":2}`, `If-Match: "v2"`)
+		r := do(t, nil, http.MethodPut, rej.url+"/doc", `{"n":2}`, `If-Match: "v2"`, lbHost)
 		expectProblem(t, r, http.StatusServiceUnavailable, "store-unavailable")
 		if ra := r.header.Get("Retry-After"); ra != "1" {
 			t.Errorf("Retry-After = %q, want 1", ra)
 		}
-		expectStatus(t, do(t, nil, http.MethodGet, rej.url+"/doc", nil), 200, "read with Redis down (reject node)")
-		expectStatus(t, do(t, nil, http.MethodGet, fwd.url+"/doc", nil), 200, "read with Redis down (forward node)")
+		expectStatus(t, do(t, nil, http.MethodGet, rej.url+"/doc", nil, lbHost), 200, "read with Redis down (reject node)")
+		expectStatus(t, do(t, nil, http.MethodGet, fwd.url+"/doc", nil, lbHost), 200, "read with Redis down (forward node)")
 	}
 	writes := d.writes.Load()
-	expectStatus(t, do(t, nil, http.MethodPut, fwd.url+"/doc", `{"n":2}`, `If-Match: "v2"`), 204, "forwarded unchecked")
+	expectStatus(t, do(t, nil, http.MethodPut, fwd.url+"/doc", `{"n":2}`, `If-Match: "v2"`, lbHost), 204, "forwarded unchecked")
 	if d.writes.Load() != writes+1 {
 		t.Fatal("the forwarded write did not reach the upstream")
 	}
@@ -318,7 +323,7 @@ func TestRedisDown(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		// The reject node needs no restart: its writes are checked again.
-		r := do(t, nil, http.MethodPut, rej.url+"/doc", `{"n":4}`, `If-Match: "v3"`)
+		r := do(t, nil, http.MethodPut, rej.url+"/doc", `{"n":4}`, `If-Match: "v3"`, lbHost)
 		if r.status == http.StatusNoContent {
 			break
 		}
@@ -330,6 +335,6 @@ func TestRedisDown(t *testing.T) {
 	}
 	// The table is shared again: node fwd rejects a write based on v3.
 	time.Sleep(time.Until(fwdRetries))
-	expectProblem(t, do(t, nil, http.MethodPut, fwd.url+"/doc", `{"n":5}`, `If-Match: "v3"`), 409, "stale-version")
-	expectStatus(t, do(t, nil, http.MethodPut, fwd.url+"/doc", `{"n":5}`, `If-Match: "v4"`), 204, "write with the current version")
+	expectProblem(t, do(t, nil, http.MethodPut, fwd.url+"/doc", `{"n":5}`, `If-Match: "v3"`, lbHost), 409, "stale-version")
+	expectStatus(t, do(t, nil, http.MethodPut, fwd.url+"/doc", `{"n":5}`, `If-Match: "v4"`, lbHost), 204, "write with the current version")
 }

@@ -382,9 +382,9 @@ func TestBrowserCrossOrigin(t *testing.T) {
 		t.Fatalf("no #out in the DOM:\n%s", dom)
 	}
 	var out struct {
-		GetStatus, PutStatus, StaleStatus int
+		GetStatus, PutStatus, StaleStatus          int
 		Etag, NewEtag, StaleType, StaleEtag, Error string
-		Problem                                      map[string]any
+		Problem                                    map[string]any
 	}
 	if err := json.Unmarshal([]byte(html.UnescapeString(m[1])), &out); err != nil {
 		t.Fatalf("#out is not the page's JSON: %v: %s", err, m[1])
