@@ -131,6 +131,9 @@ type Redis struct {
 	bin  string
 	dir  string
 	port int
+	// args are redis-server's arguments, the same at every Start; ready tells when it serves.
+	args  []string
+	ready func() error
 
 	mu   sync.Mutex
 	proc *process
@@ -144,7 +147,24 @@ func StartRedis(t testing.TB) *Redis {
 		missing(t, "redis-server not installed: run .ci/run or apt-get install redis-server")
 		return nil
 	}
+	return startRedis(t, bin, nil, nil)
+}
+
+// startRedis starts redis-server on a free loopback port without persistence. args, when not nil,
+// turns the standard arguments into the ones to use (append to them: later ones win); ready, when not
+// nil, replaces the readiness check (a plain PING).
+func startRedis(t testing.TB, bin string, args func(r *Redis, standard []string) []string, ready func(r *Redis) error) *Redis {
+	t.Helper()
 	r := &Redis{t: t, bin: bin, dir: t.TempDir(), port: freePort(t)}
+	r.args = []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir, "--daemonize", "no"}
+	if args != nil {
+		r.args = args(r, r.args)
+	}
+	r.ready = func() error { return ping(r.Addr()) }
+	if ready != nil {
+		r.ready = func() error { return ready(r) }
+	}
 	r.Start()
 	t.Cleanup(r.Stop)
 	return r
@@ -161,13 +181,22 @@ func (r *Redis) Start() {
 	if r.proc != nil {
 		return
 	}
-	p := launch(r.t, "redis-server", r.dir, r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir, "--daemonize", "no")
-	if err := p.waitReady(func() error { return ping(r.Addr()) }); err != nil {
+	p := launch(r.t, "redis-server", r.dir, r.bin, r.args...)
+	if err := p.waitReady(r.ready); err != nil {
 		p.kill()
 		r.t.Fatalf("backends: redis-server did not start: %v\n%s", err, p.output())
 	}
 	r.proc = p
+}
+
+// log is what the running redis-server wrote (its last 64 KiB), for error messages.
+func (r *Redis) log() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc == nil {
+		return "(not running)"
+	}
+	return r.proc.output()
 }
 
 // Stop kills Redis at once (SIGKILL, like a crash or a lost node) and waits until it is gone.
@@ -283,6 +312,11 @@ func ping(addr string) error {
 	if err != nil {
 		return err
 	}
+	return pingConn(conn)
+}
+
+// pingConn sends PING on conn, checks the answer and closes conn.
+func pingConn(conn net.Conn) error {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
 	if _, err := conn.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
