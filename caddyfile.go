@@ -51,6 +51,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    include_current                          # stale-version problems carry the current representation
 //	    merge        auto                        # rebase stale JSON writes that do not overlap
 //	    guard        parent | children | reference <pointer> <template>   # several allowed
+//	    handle_errors                            # rejections go to the site's handle_errors ({http.conflict.problem.*})
+//	    log_keys                                 # rejection log lines (Info) carry the key
 //	    method_override on | off                 # default on: POST + X-HTTP-Method-Override: PUT is a PUT
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -239,6 +241,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.HistoryScope = args[0]
+		case "handle_errors", "log_keys":
+			if err := need(0); err != nil {
+				return err
+			}
+			if name == "handle_errors" {
+				h.HandleErrors = true
+			} else {
+				h.LogKeys = true
+			}
 		case "include_current":
 			if err := need(0); err != nil {
 				return err

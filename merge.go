@@ -210,8 +210,15 @@ func (x *exchange) rebase() bool {
 	x.merged = true
 	setPlaceholders(x.repl, "merged", quoteOrEmpty(s.Version))
 	countDecision("merged")
-	h.logger.Info("stale write merged", zap.String("key", key), zap.String("method", r.Method),
-		zap.String("claimed", claimed), zap.String("current_version", s.Version))
+	if ce := h.logger.Check(zap.InfoLevel, "stale write merged"); ce != nil {
+		f := []zap.Field{zap.String("method", r.Method), zap.String("claimed", claimed), zap.String("current_version", s.Version)}
+		if h.LogKeys {
+			f = append(f, zap.String("key", x.key))
+		}
+		ce.Write(f...)
+	}
+	h.emit(eventMerged, map[string]any{"key": x.key, "method": r.Method, "claimed": conflict.Quote(claimed),
+		"current_version": conflict.Quote(s.Version)})
 	return true
 }
 

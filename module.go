@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -104,6 +105,13 @@ type Handler struct {
 	// Merge is "auto" to rebase stale JSON writes whose changes do not
 	// overlap the changes since their base (needs History).
 	Merge string `json:"merge,omitempty"`
+	// HandleErrors hands rejections to the site's handle_errors routes
+	// (as an error with the rejection's status) instead of writing the
+	// problem document; {http.conflict.problem.*} hold its members.
+	HandleErrors bool `json:"handle_errors,omitempty"`
+	// LogKeys adds the key to the Info log lines of rejections and merges
+	// (keys may carry user identifiers; Debug lines always have it).
+	LogKeys bool `json:"log_keys,omitempty"`
 	// MethodOverride judges a POST whose X-HTTP-Method-Override (or
 	// X-HTTP-Method, X-Method-Override) names a write method as that write,
 	// as the legacy stacks that honour the header treat it. Default true.
@@ -127,6 +135,8 @@ type Handler struct {
 	rejectOnStoreError bool
 	methodOverride     bool
 	cors               *corsMemory
+	events             *caddyevents.App
+	ctx                caddy.Context
 	logger             *zap.Logger
 }
 
@@ -151,6 +161,12 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets defaults and opens the version table.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.ctx = ctx
+	// Only a configured events app has subscribers (events { on ... });
+	// without one nothing could observe the events.
+	if app, err := ctx.AppIfConfigured("events"); err == nil {
+		h.events, _ = app.(*caddyevents.App)
+	}
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
@@ -300,6 +316,21 @@ func (h *Handler) Validate() error {
 		return err
 	}
 	return nil
+}
+
+// The Caddy events the handler emits (caddy.events): their data has the
+// key, and the kind and status of a rejection, the action of a store error.
+const (
+	eventRejected   = "conflict_rejected"
+	eventMerged     = "conflict_merged"
+	eventStoreError = "conflict_store_error"
+)
+
+// emit sends a Caddy event when something can observe it.
+func (h *Handler) emit(name string, data map[string]any) {
+	if h.events != nil && h.events.ShouldEmit(name) {
+		h.events.Emit(h.ctx, name, data)
+	}
 }
 
 // sizeText writes a size as the Caddyfile takes it (64KiB).

@@ -1,11 +1,15 @@
 package caddyconflict
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-conflict/caddy-conflict/conflict"
 	"github.com/caddy-conflict/caddy-conflict/versioncache"
@@ -31,8 +35,9 @@ func (x *exchange) reject(rej *conflict.Rejection) bool {
 		if x.repl != nil {
 			x.repl.Set("http.conflict.outcome", "reported")
 		}
-		h.logger.Info("write would be rejected (report mode)", zap.String("key", x.key), zap.String("kind", string(rej.Kind)),
-			zap.String("method", r.Method), zap.String("current_version", x.state.Version), zap.Strings("claimed", x.pre.Versions))
+		if ce := h.logger.Check(zap.InfoLevel, "write would be rejected (report mode)"); ce != nil {
+			ce.Write(x.logFields(rej, rej.StatusCode())...)
+		}
 		return false
 	}
 	x.release(x.state)
@@ -44,11 +49,59 @@ func (x *exchange) reject(rej *conflict.Rejection) bool {
 		x.repl.Set("http.conflict.outcome", string(rej.Kind))
 	}
 	countDecision(string(rej.Kind))
-	h.logger.Info("write rejected", zap.String("key", x.key), zap.String("kind", string(rej.Kind)), zap.Int("status", status),
-		zap.String("method", r.Method), zap.String("current_version", x.state.Version), zap.Strings("claimed", x.pre.Versions))
-	writeProblem(x.w, r, x.problem(rej, status))
+	if ce := h.logger.Check(zap.InfoLevel, "write rejected"); ce != nil {
+		ce.Write(x.logFields(rej, status)...)
+	}
+	p := x.problem(rej, status)
+	h.emit(eventRejected, map[string]any{"kind": string(rej.Kind), "key": x.key, "status": status, "method": r.Method})
+	if h.HandleErrors {
+		// Caddy's handle_errors writes the answer, with the problem's
+		// members as placeholders.
+		x.gone = x.handOver(p)
+		return true
+	}
+	writeProblem(x.w, r, p)
 	return true
 }
+
+// logFields are the fields of a rejection's log line. Keys may carry user
+// identifiers: at Info they are logged only with log_keys.
+func (x *exchange) logFields(rej *conflict.Rejection, status int) []zap.Field {
+	f := []zap.Field{zap.String("kind", string(rej.Kind)), zap.Int("status", status), zap.String("method", x.r.Method),
+		zap.String("current_version", x.state.Version), zap.Strings("claimed", x.pre.Versions)}
+	if x.h.LogKeys || x.h.logger.Core().Enabled(zap.DebugLevel) {
+		f = append(f, zap.String("key", x.key))
+	}
+	return f
+}
+
+// handOver sets the problem's members as {http.conflict.problem.*}
+// placeholders ({http.conflict.problem} is the whole document) and returns
+// the error that hands the rejection to the site's handle_errors routes.
+// The problem's headers (ETag, Retry-After) are set already.
+func (x *exchange) handOver(p *conflict.Problem) error {
+	body := p.JSON()
+	if x.repl != nil {
+		x.repl.Set("http.conflict.problem", string(body))
+		var members map[string]any
+		if json.Unmarshal(body, &members) == nil {
+			for name, v := range members {
+				if s, ok := v.(string); ok {
+					x.repl.Set("http.conflict.problem."+name, s)
+				} else if raw, err := json.Marshal(v); err == nil {
+					x.repl.Set("http.conflict.problem."+name, string(raw))
+				}
+			}
+		}
+		x.repl.Set("http.conflict.problem.kind", p.Type[strings.LastIndexAny(p.Type, "#/")+1:])
+	}
+	return caddyhttp.Error(p.Status, rejectionError{p})
+}
+
+// rejectionError is a rejection handed to handle_errors.
+type rejectionError struct{ p *conflict.Problem }
+
+func (e rejectionError) Error() string { return e.p.Title + ": " + e.p.Detail }
 
 // problem is the problem document of rej, with the members and headers
 // its kind carries.

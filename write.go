@@ -74,7 +74,7 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 	defer x.settle()
 	for _, step := range writeSteps {
 		if rej := step(x); rej != nil && x.reject(rej) {
-			return nil
+			return x.gone // nil, or the rejection handed to handle_errors
 		}
 		if x.gone != nil || x.relayed {
 			return x.gone
@@ -155,6 +155,7 @@ func (x *exchange) claimKey() *conflict.Rejection {
 		action = "rejected"
 	}
 	countStoreError(action)
+	h.emit(eventStoreError, map[string]any{"key": x.key, "action": action, "error": err.Error()})
 	if h.rejectOnStoreError {
 		return conflict.StoreUnavailable()
 	}
