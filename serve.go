@@ -154,6 +154,12 @@ func (h *Handler) serveRead(w http.ResponseWriter, r *http.Request, next caddyht
 		// A 206's validator is the whole representation's (RFC 9110
 		// section 15.3.7): learned like a 200's.
 		v := ow.version
+		if negotiated(ow.Header()) {
+			// One variant's version is not the others' (README "What the
+			// proxy learns"): the version becomes unknown, never current,
+			// so a writer holding another variant's tag is not refused.
+			v = ""
+		}
 		if v == "" && h.bodyVersions() && (r.Method == http.MethodHead || ow.status == http.StatusNotModified) {
 			break // no body to take the version from: keep what a GET learned
 		}
@@ -209,6 +215,22 @@ func (h *Handler) serveOther(w http.ResponseWriter, r *http.Request, next caddyh
 		}
 	}
 	return err
+}
+
+// negotiated reports whether a response is one variant of several (RFC
+// 9110 section 12.5.5): its Vary names a request header other than
+// Accept-Encoding (the coding changes the bytes, not the version) and
+// Origin (CORS middleware varies its headers, not the representation).
+func negotiated(hdr http.Header) bool {
+	for _, v := range hdr["Vary"] {
+		for name := range strings.SplitSeq(v, ",") {
+			name = strings.TrimSpace(name)
+			if name != "" && !strings.EqualFold(name, "Accept-Encoding") && !strings.EqualFold(name, "Origin") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // update applies change to key's state under the key's write claim, so

@@ -405,3 +405,37 @@ func TestBrowserCrossOrigin(t *testing.T) {
 		t.Fatalf("the page read the problem %v", out.Problem)
 	}
 }
+
+// TestVariants: a resource served as JSON and as XML (Vary: Accept, an
+// ETag per variant): reading one variant never makes a writer holding the
+// other's current ETag get a 409.
+func TestVariants(t *testing.T) {
+	var rev atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			io.Copy(io.Discard, r.Body)
+			rev.Add(1)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set("Vary", "Accept")
+		if strings.Contains(r.Header.Get("Accept"), "xml") {
+			w.Header().Set("ETag", fmt.Sprintf(`"xml-%d"`, rev.Load()))
+			w.Header().Set("Content-Type", "application/xml")
+			fmt.Fprintf(w, "<doc rev='%d'/>", rev.Load())
+			return
+		}
+		w.Header().Set("ETag", fmt.Sprintf(`"json-%d"`, rev.Load()))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"rev":%d}`, rev.Load())
+	}))
+	defer up.Close()
+	startCaddy(t, site("conflict", strings.TrimPrefix(up.URL, "http://")))
+	eX := do(t, nil, "GET", "/doc", nil, "Accept: application/xml").header.Get("ETag")
+	do(t, nil, "GET", "/doc", nil, "Accept: application/json") // another client reads the other variant
+	if p := do(t, nil, "PUT", "/doc", "<doc/>", "Content-Type: application/xml", "If-Match: "+eX); p.status != 204 {
+		t.Fatalf("PUT with the XML variant's current ETag after a JSON read: %d %s", p.status, p.body)
+	}
+	// The write superseded the version it was based on.
+	expectProblem(t, do(t, nil, "PUT", "/doc", "<doc/>", "Content-Type: application/xml", "If-Match: "+eX), 409, "stale-version")
+}
