@@ -13,7 +13,7 @@ import (
 	"github.com/caddy-conflict/caddy-conflict/conflict"
 )
 
-// The kinds of `guard` (SPEC "Guards from the seed's examples").
+// The kinds of `guard` (README "Guards for the seed's three conflicts").
 const (
 	GuardParent    = "parent"    // a write below a parent known not to exist: parent-missing
 	GuardChildren  = "children"  // a DELETE of a resource with known live descendants: not-empty

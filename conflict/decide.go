@@ -33,7 +33,7 @@ func (d Decision) Forward() bool { return d.Kind == "" }
 
 var forward = Decision{}
 
-// Decide applies the decision table of the SPEC ("Deciding on a write") to
+// Decide applies the decision table (README "How writes are decided") to
 // the known state of a key and a write's claim. An unknown state always
 // forwards: a missing cache entry may never cause a rejection.
 func Decide(s State, c Precondition, p Policy) Decision {

@@ -27,7 +27,7 @@ type Upstream struct {
 }
 
 // NormalizeUpstream rewrites an upstream response body into a problem
-// document (SPEC "Problem documents"): its status member is always
+// document (README "Problem documents"): its status member is always
 // u.Status and the result is always one valid JSON object.
 func NormalizeUpstream(u Upstream) []byte {
 	return UpstreamProblem(u).JSON()

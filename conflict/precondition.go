@@ -63,7 +63,7 @@ func (e *PreconditionError) Error() string {
 func (e *PreconditionError) Unwrap() error { return ErrInvalidPrecondition }
 
 // ParsePrecondition reads a write's claim from its headers, in the order of the
-// SPEC: If-Match, If-Unmodified-Since (with SchemeLastModified),
+// README ("How writes are decided"): If-Match, If-Unmodified-Since (with SchemeLastModified),
 // If-None-Match: *, then the version header (SchemeHeader, field).
 // A claim carried in a JSON body is read by the caller.
 func ParsePrecondition(h http.Header, scheme Scheme, field string) (Precondition, error) {

@@ -26,7 +26,7 @@ const DefaultProblemBase = "https://github.com/caddy-conflict/caddy-conflict/blo
 // is the problem base followed by the kind.
 type Kind string
 
-// The kinds of problem documents (SPEC "Problem documents").
+// The kinds of problem documents (README "Problem documents").
 const (
 	KindStaleVersion         Kind = "stale-version"
 	KindDeleted              Kind = "deleted"

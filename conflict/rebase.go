@@ -1,6 +1,6 @@
 package conflict
 
-// The merge help of the SPEC ("Helping the client merge"): the three-way
+// The merge help (README "Helping the client merge"): the three-way
 // rebase of a stale write, and what a stale-version problem tells about the
 // changes since the client's version.
 
@@ -176,7 +176,7 @@ func merge3(path string, b, t, m any, conflicts *[]string) any {
 // ---- help for a stale write ----
 
 // MergeHelp is what a stale-version problem tells about the changes since
-// the client's version (SPEC "Helping the client merge").
+// the client's version (README "Helping the client merge").
 type MergeHelp struct {
 	// Changes is the RFC 7396 merge patch from the client's version to the
 	// current one.

@@ -82,7 +82,7 @@ type WriteResult struct {
 }
 
 // AfterWrite is the state once a write based on the versions in based has
-// been answered (SPEC "Learning versions"). based holds the current version
+// been answered (README "What the proxy learns"). based holds the current version
 // when the write was decided, if it was known, else the versions the client
 // claimed.
 func (s State) AfterWrite(based []string, r WriteResult) State {

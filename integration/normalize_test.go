@@ -377,7 +377,7 @@ func (g *guardedDoc) bump() {
 }
 
 // TestUpstreamConflictUpdatesVersion: an upstream 409 on a write tells the
-// proxy that the version it held is not current (SPEC: current := the
+// proxy that the version it held is not current (README: current := the
 // response's version, else unknown), so the next decision does not repeat
 // the stale answer: the version the 409 reported is let through, and the
 // one that failed is stopped before the upstream.
