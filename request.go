@@ -48,6 +48,19 @@ func readUpTo(r *http.Request, limit int64) (buf []byte, complete bool, err erro
 	if hb, ok := r.Body.(*heldBody); ok && hb.Len() == len(hb.buf) && int64(len(hb.buf)) <= limit {
 		return hb.buf, true, nil // received already, and not read since
 	}
+	if cl := r.ContentLength; cl >= 0 && cl <= limit {
+		// The common case: a declared length within the limit, read in one
+		// allocation of exactly that size.
+		buf = make([]byte, cl, cl+1) // one byte more, to see the end
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			return nil, false, err
+		}
+		if n, _ := r.Body.Read(buf[cl : cl+1]); n > 0 {
+			return nil, false, errors.New("request body longer than its Content-Length")
+		}
+		r.Body = newHeldBody(buf, r.Body)
+		return buf, true, nil
+	}
 	var b bytes.Buffer
 	n, err := io.CopyN(&b, r.Body, limit+1)
 	if err != nil && err != io.EOF {
@@ -57,7 +70,7 @@ func readUpTo(r *http.Request, limit int64) (buf []byte, complete bool, err erro
 	complete = n <= limit
 	orig := r.Body
 	if complete {
-		r.Body = &heldBody{Reader: bytes.NewReader(buf), buf: buf, Closer: orig}
+		r.Body = newHeldBody(buf, orig)
 		r.ContentLength = int64(len(buf))
 		r.Header.Set("Content-Length", strconv.Itoa(len(buf)))
 	} else {
@@ -69,10 +82,18 @@ func readUpTo(r *http.Request, limit int64) (buf []byte, complete bool, err erro
 // heldBody is a request body received whole; closing it closes the
 // client's.
 type heldBody struct {
-	*bytes.Reader
-	buf []byte
-	io.Closer
+	bytes.Reader
+	buf    []byte
+	client io.Closer
 }
+
+func newHeldBody(buf []byte, client io.Closer) *heldBody {
+	hb := &heldBody{buf: buf, client: client}
+	hb.Reset(buf)
+	return hb
+}
+
+func (hb *heldBody) Close() error { return hb.client.Close() }
 
 type readCloser struct {
 	io.Reader

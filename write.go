@@ -15,7 +15,7 @@ import (
 )
 
 // This file is the write path (README "How writes are decided"): a guarded
-// write goes through writeSteps in order. A step either lets the write go
+// write goes through the steps of serveWrite in order. A step either lets the write go
 // on or returns a rejection; reject (reject.go) answers it, in exactly one
 // place. A write no step stopped is forwarded under its key's write claim,
 // and its outcome is recorded.
@@ -44,25 +44,15 @@ type exchange struct {
 	reported  conflict.Kind // report mode: the rejection the write would have got
 	merged    bool          // merge auto rebased the write onto the current version
 	committed bool          // the claim was committed or released
-}
-
-// writeSteps decide a write, in order.
-var writeSteps = [...]func(*exchange) *conflict.Rejection{
-	(*exchange).readPrecondition, // If-Match, If-Unmodified-Since, If-None-Match: *, the version header
-	(*exchange).receiveBody,      // up to max_body, before the claim: a slow client holds no one back
-	(*exchange).readBodyClaim,    // else the version field of a JSON body (version json)
-	(*exchange).claimKey,         // one write per key at a time: wait for the key's claim
-	(*exchange).reread,           // an uncertain or dropped key (or preflight): ask the upstream first
-	(*exchange).checkGuards,      // parent, children, reference
-	(*exchange).decide,           // the decision table; verify, then merge auto, before a rejection
+	answered  bool          // a step answered the write: it is not forwarded
 }
 
 // serveWrite decides on a guarded write and, if it may pass, forwards it
-// while holding the key's write claim, then records its outcome.
-// method is the write's method as judged (see exchange.method).
+// while holding the key's write claim, then records its outcome. method is
+// the write's method as judged (see exchange.method).
 func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key string,
 	repl *caddy.Replacer, method string) error {
-	x := &exchange{h: h, w: w, r: r, next: next, repl: repl, key: key, method: method, sent: r.Method}
+	x := exchange{h: h, w: w, r: r, next: next, repl: repl, key: key, method: method, sent: r.Method}
 	if h.history != nil {
 		x.hkey = h.historyKey(key, repl)
 	}
@@ -72,18 +62,29 @@ func (h *Handler) serveWrite(w http.ResponseWriter, r *http.Request, next caddyh
 		defer func() { r.Method = x.sent }()
 	}
 	defer x.settle()
-	for _, step := range writeSteps {
-		if rej := step(x); rej != nil && x.reject(rej) {
-			return x.gone // nil, or the rejection handed to handle_errors
-		}
-		if x.gone != nil || x.relayed {
-			return x.gone
-		}
-		if x.unchecked {
-			break
-		}
+	// The steps, in order; each lets the write go on or stops it.
+	_ = x.goOn(x.readPrecondition()) && // If-Match, If-Unmodified-Since, If-None-Match: *, the version header
+		x.goOn(x.receiveBody()) && // up to max_body, before the claim: a slow client holds no one back
+		x.goOn(x.readBodyClaim()) && // else the version field of a JSON body (version json)
+		x.goOn(x.claimKey()) && // one write per key at a time: wait for the key's claim
+		x.goOn(x.reread()) && // an uncertain or dropped key (or preflight): ask the upstream first
+		x.goOn(x.checkGuards()) && // parent, children, reference
+		x.goOn(x.decide()) // the decision table; verify, then merge auto, before a rejection
+	if x.answered {
+		return x.gone // nil, or the rejection handed to handle_errors
 	}
 	return x.forward()
+}
+
+// goOn takes a step's result: a rejection is answered (reject.go); it
+// reports whether the next step runs. A write that is forwarded unchecked
+// (no claim could be had) skips the rest but is still forwarded.
+func (x *exchange) goOn(rej *conflict.Rejection) bool {
+	if rej != nil && x.reject(rej) || x.gone != nil || x.relayed {
+		x.answered = true
+		return false
+	}
+	return !x.unchecked
 }
 
 // readPrecondition reads the write's precondition headers. One that cannot
