@@ -2,6 +2,7 @@ package backends
 
 import (
 	_ "embed"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -64,6 +65,24 @@ func StartApacheDAV(t testing.TB) (baseURL, root string) {
 		}
 		userDirective = "User " + apacheUser + "\nGroup " + apacheUser
 	}
+	errorLog := filepath.Join(dir, "logs", "error.log")
+	for attempt := 1; ; attempt++ {
+		addr, err := startApache(t, bin, dir, userDirective)
+		if err == nil {
+			return "http://" + addr, filepath.Join(dir, "dav")
+		}
+		log, _ := os.ReadFile(errorLog)
+		if attempt == 3 || !addrInUse(err.Error()+string(log)) {
+			t.Fatalf("backends: apache2 did not start: %v\n%s", err, log)
+		}
+		os.Remove(errorLog)
+	}
+}
+
+// startApache writes the configuration for a new free port and starts Apache with it; the error
+// includes Apache's output.
+func startApache(t testing.TB, bin, dir, userDirective string) (addr string, err error) {
+	t.Helper()
 	port := freePort(t)
 	conf, err := render(apacheTemplate, map[string]string{
 		"$DIR":  dir,
@@ -86,12 +105,12 @@ func StartApacheDAV(t testing.TB) (baseURL, root string) {
 		args = append(wrapper, args...)
 	}
 	p := startGroup(t, "apache2", dir, args[0], args[1:]...)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	if err := p.waitReady(func() error { return dialOnly(addr) }); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "logs", "error.log"))
-		t.Fatalf("backends: apache2 did not start: %v\n%s%s", err, p.output(), log)
+		p.stop()
+		return "", fmt.Errorf("%v\n%s", err, p.output())
 	}
-	return "http://" + addr, filepath.Join(dir, "dav")
+	return addr, nil
 }
 
 var (

@@ -1,6 +1,8 @@
 // Package backends starts real third-party servers for one test: nginx with WebDAV and json-server
-// (legacy upstreams that ignore preconditions) and Redis (the shared version store). Each runs as a
-// child process on a free loopback port and is stopped by t.Cleanup.
+// (legacy upstreams that ignore preconditions), Apache httpd with mod_dav (a WebDAV server with locks
+// that honours If-Match), and Redis (the shared version store: standalone, a Cluster, a Sentinel
+// setup, TLS only). Each runs as a child process on a free loopback port and is stopped by t.Cleanup.
+// It also runs real clients: the litmus WebDAV test suite (RunLitmus) and headless Chromium (DumpDOM).
 //
 // A missing program skips the test with the command that installs it, unless the environment has
 // CONFLICT_REQUIRE_BACKENDS=1 (CI sets it): then the test fails, so that a real-backend test can
@@ -12,6 +14,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -155,19 +158,28 @@ func StartRedis(t testing.TB) *Redis {
 // nil, replaces the readiness check (a plain PING).
 func startRedis(t testing.TB, bin string, args func(r *Redis, standard []string) []string, ready func(r *Redis) error) *Redis {
 	t.Helper()
-	r := &Redis{t: t, bin: bin, dir: t.TempDir(), port: freePort(t)}
-	r.args = []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir, "--daemonize", "no"}
-	if args != nil {
-		r.args = args(r, r.args)
-	}
+	r := &Redis{t: t, bin: bin, dir: t.TempDir()}
 	r.ready = func() error { return ping(r.Addr()) }
 	if ready != nil {
 		r.ready = func() error { return ready(r) }
 	}
-	r.Start()
 	t.Cleanup(r.Stop)
-	return r
+	for attempt := 1; ; attempt++ {
+		// New ports each time (args may pick more, like a cluster bus port).
+		r.port = freePort(t)
+		r.args = []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", r.dir, "--daemonize", "no"}
+		if args != nil {
+			r.args = args(r, r.args)
+		}
+		out, err := r.start()
+		if err == nil {
+			return r
+		}
+		if attempt == 3 || !addrInUse(out) {
+			t.Fatalf("backends: redis-server did not start: %v\n%s", err, out)
+		}
+	}
 }
 
 // Addr is host:port, for a Redis client or the proxy's `store redis { address ... }`.
@@ -181,12 +193,21 @@ func (r *Redis) Start() {
 	if r.proc != nil {
 		return
 	}
+	if out, err := r.start(); err != nil {
+		r.t.Fatalf("backends: redis-server did not start: %v\n%s", err, out)
+	}
+}
+
+// start launches redis-server and waits until it is ready; r.mu is held or r not yet shared. On
+// failure it returns the server's output.
+func (r *Redis) start() (string, error) {
 	p := launch(r.t, "redis-server", r.dir, r.bin, r.args...)
 	if err := p.waitReady(r.ready); err != nil {
 		p.kill()
-		r.t.Fatalf("backends: redis-server did not start: %v\n%s", err, p.output())
+		return p.output(), err
 	}
 	r.proc = p
+	return "", nil
 }
 
 // log is what the running redis-server wrote (its last 64 KiB), for error messages.
@@ -237,15 +258,31 @@ func lookPath(name string) string {
 // the demo's (8080, 8081, admin 2019).
 var reservedPorts = map[int]bool{2019: true, 2999: true, 8080: true, 8081: true, 9080: true, 9443: true}
 
-// freePort asks the kernel for a free loopback port; the backend binds it right after.
+// freePort picks a free loopback port for a backend that binds it right after. It picks at random
+// below the kernel's ephemeral range (ip_local_port_range, from 32768 by default) and checks that it
+// can be bound: a port the kernel handed out (127.0.0.1:0) is where outgoing connections, of this
+// test or of tests running at the same time, take their local ports, and one of them sometimes took
+// it between the pick and the backend's bind (a Redis Cluster bus port did here). Where that range
+// leaves too little room below it, the kernel picks.
 func freePort(t testing.TB) int {
 	t.Helper()
-	for range 10 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	low, high := 10000, ephemeralLow()
+	for range 50 {
+		port := 0
+		if high-low >= 1000 {
+			port = low + rand.IntN(high-low)
+			if reservedPorts[port] {
+				continue
+			}
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
+			if port != 0 {
+				continue // in use: pick another
+			}
 			t.Fatalf("backends: free port: %v", err)
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		port = l.Addr().(*net.TCPAddr).Port
 		l.Close()
 		if !reservedPorts[port] {
 			return port
@@ -253,6 +290,28 @@ func freePort(t testing.TB) int {
 	}
 	t.Fatalf("backends: no free port outside the reserved ones")
 	return 0
+}
+
+// ephemeralLow is the first port of Linux's ephemeral range, or 0 when it cannot be read.
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) != 2 {
+		return 0
+	}
+	low, err := strconv.Atoi(fields[0])
+	if err != nil {
+		return 0
+	}
+	return low
+}
+
+// addrInUse tells whether a backend's start failed because its port was taken meanwhile.
+func addrInUse(output string) bool {
+	return strings.Contains(output, "Address already in use") || strings.Contains(output, "address already in use")
 }
 
 // render replaces each key of the template; a key that is not there means the template drifted.

@@ -140,3 +140,23 @@ func (r *recorder) Skipf(string, ...any) {
 	r.skipped = true
 	runtime.Goexit()
 }
+
+// Ports come from below the ephemeral range, where outgoing connections never take them.
+func TestFreePort(t *testing.T) {
+	low := ephemeralLow()
+	for range 20 {
+		port := freePort(t)
+		if reservedPorts[port] || (low > 11000 && (port < 10000 || port >= low)) {
+			t.Fatalf("port %d (ephemeral range from %d)", port, low)
+		}
+	}
+	// What redis-server and apache2 print when a port was taken between the pick and their bind.
+	for _, out := range []string{
+		"# Warning: Could not create server TCP listening socket 127.0.0.1:35337: bind: Address already in use",
+		"(98)Address already in use: AH00072: make_sock: could not bind to address 127.0.0.1:58273",
+	} {
+		if !addrInUse(out) {
+			t.Errorf("addrInUse(%q) = false", out)
+		}
+	}
+}
