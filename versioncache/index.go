@@ -34,11 +34,20 @@ type indexShard struct {
 // place and e == prev. Otherwise e is a new entry holding v, put in the
 // index in place of prev, with its key string taken from prev (or a copy
 // of key, so as not to pin a caller's larger buffer); the caller Sets it.
+// A v that is not a write (v.wrote == 0) takes the key's last write from
+// prev, or from the key's drop mark when the index did not hold it.
 func (m *Memory) swapIndex(key string, h uint64, v *stored) (e, prev *entry) {
 	ix := m.indexShard(h)
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	prev = ix.keys[key]
+	if prev != nil && v.wrote == 0 {
+		v.wrote = prev.load().wrote
+	} else if prev == nil {
+		if w := m.takeMark(h, v.at); v.wrote == 0 {
+			v.wrote = w
+		}
+	}
 	if prev != nil {
 		if !prev.exited.Load() && cost(prev.key, &v.state)+m.sortedCost() <= prev.charged {
 			// If ristretto lets go of prev meanwhile, the key leaves the
@@ -75,6 +84,8 @@ func (m *Memory) addIndex(e *entry) {
 }
 
 // unindex removes e, unless a newer entry of its key replaced it already.
+// If the proxy wrote the key within the ttl, the key is now dropped: its
+// drop mark is set in the same step (marks.go).
 func (m *Memory) unindex(e *entry) {
 	if e == nil {
 		return
@@ -82,13 +93,48 @@ func (m *Memory) unindex(e *entry) {
 	ix := m.indexShard(e.h)
 	ix.mu.Lock()
 	if ix.keys[e.key] == e {
-		delete(ix.keys, e.key)
-		m.entries.Add(-1)
-		if p := m.sorted.Load(); p != nil {
-			p.remove(e.key)
-		}
+		m.removeLocked(e)
+		m.mark(e.h, e.load().wrote, m.now())
 	}
 	ix.mu.Unlock()
+}
+
+// forget removes the key's entry, if any, and its drop mark (Purge), and
+// returns the entry.
+func (m *Memory) forget(key string, h uint64, now int64) *entry {
+	ix := m.indexShard(h)
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	e := ix.keys[key]
+	if e != nil {
+		m.removeLocked(e)
+	}
+	m.forgetMark(h, now)
+	return e
+}
+
+// removeLocked takes e out of both indexes. Its index shard mutex must be
+// held.
+func (m *Memory) removeLocked(e *entry) {
+	delete(m.indexShard(e.h).keys, e.key)
+	m.entries.Add(-1)
+	if p := m.sorted.Load(); p != nil {
+		p.remove(e.key)
+	}
+}
+
+// lookup returns the key's state if it is trusted at now; otherwise dropped
+// reports whether the proxy wrote the key within the ttl and the index lost
+// it since (marks.go).
+func (m *Memory) lookup(key string, h uint64, now int64) (v *stored, dropped bool) {
+	ix := m.indexShard(h)
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if e := ix.keys[key]; e != nil {
+		// Held but expired: its last write is older than the ttl too.
+		return m.alive(e, now), false
+	}
+	return nil, m.droppedMark(h, now)
 }
 
 func (m *Memory) indexed(key string, h uint64) *entry {

@@ -3,6 +3,7 @@ package versioncache
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -21,7 +22,7 @@ const (
 	DefaultMemoryBytes = 64 << 20
 	DefaultTTL         = 10 * time.Minute
 	// MinMemoryBytes leaves room for entries beside the fixed parts
-	// (ristretto's set buffer and sketch, the write stamps).
+	// (ristretto's set buffer and sketch, the read fences and drop marks).
 	MinMemoryBytes = 1 << 20
 )
 
@@ -36,8 +37,9 @@ type MemoryConfig struct {
 }
 
 // Memory is the in-process Store: states in a ristretto cache, write claims
-// in a table of per-key locks, and "write stamps" that let a write tell an
-// entry the cache dropped from a key it never saw.
+// in a table of per-key locks, read fences that keep late reads out, and
+// drop marks that let a write tell a key whose entry the cache dropped from
+// a key it never saw (marks.go).
 //
 // ristretto decides what is kept (admission, eviction, ttl, cost), but it
 // cannot list keys, applies the Set of a new key asynchronously and may drop
@@ -52,19 +54,26 @@ type MemoryConfig struct {
 //   - an entry ristretto drops leaves the index through its callbacks, and
 //     is then unknown, never stale: the index is never filled from
 //     ristretto's values;
-//   - every Claim, Commit and Record stamps the key's slot with a monotonic
-//     clock: a write that finds nothing although its slot was written within
-//     the ttl is told so (Snapshot.Recent) and re-reads the upstream;
+//   - a key the proxy wrote whose entry left the index within the ttl of
+//     that write gets a drop mark: a write that finds nothing but the mark
+//     is told so (Snapshot.Dropped) and re-reads the upstream; a key it
+//     never wrote is unknown;
 //   - lookups feed ristretto's frequency sketch by calling its Get for a
 //     sample of them, so hot keys are still the ones it keeps.
 type Memory struct {
 	cache    *ristretto.Cache[string, *entry]
-	ttl      int64 // nanoseconds
+	ttl      atomic.Int64 // nanoseconds
 	base     time.Time
-	stamps   []atomic.Int64
-	slotMask uint64
 	fixed    int64 // bytes outside ristretto's cost accounting
 	maxBytes int64
+
+	// fences are the read fences (marks.go), under the claim shard mutex
+	// of their keys; a key's fence is fences[h>>fenceShift].
+	fences     []int64
+	fenceShift uint
+	// marks are the drop marks (marks.go), under the index shard mutex of
+	// their keys.
+	marks []markSet
 
 	claims [shards]claimShard
 	index  [shards]indexShard
@@ -103,6 +112,10 @@ type entry struct {
 type stored struct {
 	state conflict.State
 	at    int64 // Memory.now() when stored
+	// wrote is Memory.now() of the key's last Commit or Record since it was
+	// last purged (0: none): an entry that leaves the index within the ttl
+	// of it leaves a drop mark.
+	wrote int64
 }
 
 // load returns the entry's current state.
@@ -122,21 +135,23 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	if cfg.TTL < 0 {
 		return nil, fmt.Errorf("versioncache: ttl %s is negative", cfg.TTL)
 	}
-	slots := clampPow2(cfg.MaxBytes/256, 4096, 1<<20)
+	fences := clampPow2(cfg.MaxBytes/512, 4096, 1<<20)
+	sets := markSets(cfg.MaxBytes)
 	counters := max(cfg.MaxBytes/64, 4096)
-	fixed := slots*8 + sketchBytes(counters) + setBufferBytes +
+	fixed := fences*8 + sets*markSetBytes + sketchBytes(counters) + setBufferBytes +
 		shards*maxIdleLocks*idleLockBytes + int64(unsafe.Sizeof(Memory{}))
 	if fixed >= cfg.MaxBytes/2 {
 		return nil, fmt.Errorf("versioncache: cache_size %d bytes leaves no room for entries", cfg.MaxBytes)
 	}
 	m := &Memory{
-		ttl:      int64(cfg.TTL),
-		base:     time.Now(),
-		stamps:   make([]atomic.Int64, slots),
-		slotMask: uint64(slots - 1),
-		fixed:    fixed,
-		maxBytes: cfg.MaxBytes,
+		base:       time.Now(),
+		fixed:      fixed,
+		maxBytes:   cfg.MaxBytes,
+		fences:     make([]int64, fences),
+		fenceShift: uint(64 - bits.Len64(uint64(fences-1))),
+		marks:      make([]markSet, sets),
 	}
+	m.ttl.Store(int64(cfg.TTL))
 	for i := range m.claims {
 		m.claims[i].locks = make(map[string]*keyLock)
 		m.index[i].keys = make(map[string]*entry)
@@ -188,23 +203,19 @@ func (m *Memory) now() int64 { return int64(time.Since(m.base)) + 1 }
 
 func hashKey(key string) uint64 { return z.MemHashString(key) }
 
-func (m *Memory) slot(h uint64) *atomic.Int64 { return &m.stamps[h&m.slotMask] }
+// ttlNanos is how long a stored state is trusted, in nanoseconds.
+func (m *Memory) ttlNanos() int64 { return m.ttl.Load() }
 
 func (m *Memory) claimShard(h uint64) *claimShard { return &m.claims[h>>56] }
 
 func (m *Memory) indexShard(h uint64) *indexShard { return &m.index[(h>>48)&(shards-1)] }
-
-// A write stamp is (time << 1) | written: the time of the last Claim,
-// Commit, Record or Purge of a key in the slot, and whether a write stored
-// something there since the last purge.
-const stampWritten = 1
 
 // alive returns e's state if it is still trusted at now, or nil.
 func (m *Memory) alive(e *entry, now int64) *stored {
 	if e == nil {
 		return nil
 	}
-	if v := e.load(); now-v.at < m.ttl {
+	if v := e.load(); now-v.at < m.ttlNanos() {
 		return v
 	}
 	return nil
@@ -264,7 +275,7 @@ func (m *Memory) Observe(_ context.Context, key string, tok ReadToken, version s
 	var same bool
 	if e != nil {
 		v := e.load()
-		same = int64(tok)-v.at < m.ttl/4 && says(&v.state, version, missing)
+		same = int64(tok)-v.at < m.ttlNanos()/4 && says(&v.state, version, missing)
 	}
 	sh.mu.Unlock()
 	if same {
@@ -292,7 +303,7 @@ func (m *Memory) Observe(_ context.Context, key string, tok ReadToken, version s
 	if missing {
 		next = old.Missing()
 	}
-	n, async := m.setLocked(key, h, next, now)
+	n, async := m.setLocked(key, h, &stored{state: next, at: now})
 	sh.mu.Unlock()
 	if async && e != nil {
 		// e was not replaced at once: its own Set is likely still pending.
@@ -304,9 +315,9 @@ func (m *Memory) Observe(_ context.Context, key string, tok ReadToken, version s
 
 // observable reports whether a read that started at tok may be recorded: no
 // write holds or waits for the key, and none was decided or stored in its
-// slot since tok. The claim shard mutex must be held.
+// slot since tok (its read fence). The claim shard mutex must be held.
 func (m *Memory) observable(sh *claimShard, key string, h uint64, tok ReadToken) bool {
-	return !sh.held(key) && m.slot(h).Load()>>1 < int64(tok)
+	return !sh.held(key) && *m.fence(h) < int64(tok)
 }
 
 // says reports whether storing what a read saw would change nothing.
@@ -333,15 +344,16 @@ func (m *Memory) Record(_ context.Context, key string, s conflict.State) error {
 	return nil
 }
 
-// write stores a write's result and stamps the key's slot. If the write
+// write stores a write's result, marked as written, and moves its read
+// fence. If the write
 // holds the key's claim l, it is released once the result is stored.
 // m.guard must be held for reading.
 func (m *Memory) write(key string, h uint64, s conflict.State, l *keyLock) {
 	sh := m.claimShard(h)
 	sh.mu.Lock()
 	now := m.now()
-	m.slot(h).Store(now<<1 | stampWritten)
-	e, async := m.setLocked(key, h, s, now)
+	*m.fence(h) = now
+	e, async := m.setLocked(key, h, &stored{state: s, at: now, wrote: now})
 	if !async {
 		if l != nil {
 			releaseLocked(sh, l)
@@ -389,16 +401,16 @@ func (m *Memory) settle(sh *claimShard, key string, h uint64, e *entry, tok Read
 	if _, held := m.cache.Get(key); held {
 		// ristretto refused e and holds an older entry: replace it (an
 		// update is applied at once).
-		v := e.load()
-		m.setLocked(key, h, v.state, v.at)
+		v := *e.load()
+		m.setLocked(key, h, &v)
 	}
 }
 
-// setLocked stores s as the key's new state. It reports whether ristretto
+// setLocked stores v as the key's new state (a read's v.wrote is taken
+// from what the key had, see swapIndex). It reports whether ristretto
 // may apply the Set asynchronously: the key was new to it, as far as can be
 // told. The claim shard mutex must be held, and m.guard for reading.
-func (m *Memory) setLocked(key string, h uint64, s conflict.State, now int64) (e *entry, async bool) {
-	v := &stored{state: s, at: now}
+func (m *Memory) setLocked(key string, h uint64, v *stored) (e *entry, async bool) {
 	e, p := m.swapIndex(key, h, v)
 	if e == p {
 		return e, false // changed in place
@@ -449,18 +461,21 @@ func (m *Memory) Purge(_ context.Context, key string, prefix bool) (int, error) 
 	return n, nil
 }
 
-// purge forgets one key and clears the written bit of its slot, so that the
-// next write decides on "unknown"; the stamp's time keeps a read that was in
-// flight from recording what the purge meant to forget.
+// purge forgets one key and its drop mark, so that the next write decides
+// on "unknown"; the read fence keeps a read that was in flight from
+// recording what the purge meant to forget. (A prefix purge only finds the
+// keys the index holds: a dropped key under the prefix stays dropped, and
+// is re-read before its next write.)
 func (m *Memory) purge(key string, h uint64) bool {
 	sh := m.claimShard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := m.now()
-	p := m.indexed(key, h)
+	*m.fence(h) = now
+	// Out of the index at once, even if ristretto has not applied its Set
+	// yet, and before Del, whose OnExit would leave a drop mark.
+	p := m.forget(key, h, now)
 	m.cache.Del(key)
-	m.unindex(p) // at once, even if ristretto has not applied its Set yet
-	m.slot(h).Store(now << 1)
 	return m.alive(p, now) != nil
 }
 

@@ -59,9 +59,9 @@ func (m *Memory) Claim(ctx context.Context, key string, timeout time.Duration) (
 			sh.idle--
 		}
 		ls.l.refs = 1
-		prev, now := m.stampClaim(h)
+		now := m.fenceClaim(h)
 		sh.mu.Unlock()
-		return m.claimed(ls, prev, now)
+		return m.claimed(ls, now)
 	}
 	ls.l.refs++
 	if ls.l.ch == nil {
@@ -77,19 +77,17 @@ func (m *Memory) Claim(ctx context.Context, key string, timeout time.Duration) (
 		return nil, snap, err
 	}
 	sh.mu.Lock()
-	prev, now := m.stampClaim(h)
+	now := m.fenceClaim(h)
 	sh.mu.Unlock()
-	return m.claimed(ls, prev, now)
+	return m.claimed(ls, now)
 }
 
-// stampClaim marks the decision of a write in the key's slot, keeping the
-// written bit, and returns the previous stamp. The claim shard mutex must
-// be held.
-func (m *Memory) stampClaim(h uint64) (prev, now int64) {
-	s := m.slot(h)
-	prev, now = s.Load(), m.now()
-	s.Store(now<<1 | prev&stampWritten)
-	return prev, now
+// fenceClaim moves the key's read fence to the decision of a write, and
+// returns its time. The claim shard mutex must be held.
+func (m *Memory) fenceClaim(h uint64) int64 {
+	now := m.now()
+	*m.fence(h) = now
+	return now
 }
 
 // await waits for the token of l, which the caller has joined as a waiter.
@@ -147,19 +145,18 @@ func releaseLocked(sh *claimShard, l *keyLock) {
 }
 
 // claimed returns the snapshot of a claim just acquired.
-func (m *Memory) claimed(ls *memoryLease, prev, now int64) (Lease, Snapshot, error) {
+func (m *Memory) claimed(ls *memoryLease, now int64) (Lease, Snapshot, error) {
 	if m.closed.Load() {
 		ls.Release()
 		return nil, Snapshot{}, ErrClosed
 	}
-	v := m.alive(m.indexed(ls.key, ls.h), now)
+	v, dropped := m.lookup(ls.key, ls.h, now)
 	m.count(v != nil)
 	m.touch(ls.key)
 	if v != nil {
 		return ls, Snapshot{State: v.state, Found: true}, nil
 	}
-	recent := prev&stampWritten != 0 && now-prev>>1 < m.ttl
-	return ls, Snapshot{Recent: recent}, nil
+	return ls, Snapshot{Dropped: dropped, Recent: dropped}, nil
 }
 
 type memoryLease struct {

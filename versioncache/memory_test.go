@@ -84,6 +84,9 @@ func mustClaim(t *testing.T, m *Memory, key string) (Lease, Snapshot) {
 	if err != nil {
 		t.Fatalf("Claim(%q): %v", key, err)
 	}
+	if snap.Recent != snap.Dropped {
+		t.Errorf("Claim(%q): Recent %v, Dropped %v: Recent is Dropped's former name", key, snap.Recent, snap.Dropped)
+	}
 	return l, snap
 }
 
@@ -291,6 +294,12 @@ func testConcurrentReadsAndWrites(t *testing.T, evicting bool) {
 					return
 				}
 				now := upstream[k].Load()
+				if !snap.Found && now > 0 && !snap.Dropped {
+					// Written within the ttl, then lost: never "unknown".
+					errs <- fmt.Errorf("%s: written %d times, then found nothing and not dropped", key, now)
+					l.Release()
+					return
+				}
 				if snap.Found {
 					found.Add(1)
 					if snap.State.Version != strconv.FormatInt(now, 10) {
@@ -380,11 +389,11 @@ func TestMemorySettle(t *testing.T) {
 		sh.mu.Lock()
 		var w *entry
 		if readFirst {
-			m.setLocked(key, h, read, m.now())
-			w, _ = m.setLocked(key, h, written, m.now())
+			m.setLocked(key, h, &stored{state: read, at: m.now()})
+			w, _ = m.setLocked(key, h, &stored{state: written, at: m.now(), wrote: m.now()})
 		} else {
-			w, _ = m.setLocked(key, h, written, m.now())
-			m.setLocked(key, h, read, m.now()) // a read that came after the write
+			w, _ = m.setLocked(key, h, &stored{state: written, at: m.now(), wrote: m.now()})
+			m.setLocked(key, h, &stored{state: read, at: m.now()}) // a read that came after the write
 		}
 		sh.mu.Unlock()
 		m.settle(sh, key, h, w, 0)
@@ -422,15 +431,15 @@ func TestMemoryObserveNewKeyTwice(t *testing.T) {
 	}
 }
 
-func TestMemoryRecent(t *testing.T) {
+func TestMemoryDropped(t *testing.T) {
 	ctx := context.Background()
 	m := newTestMemory(t, MemoryConfig{})
 
 	t.Run("never written", func(t *testing.T) {
 		l, snap := mustClaim(t, m, "example.com/recent/none")
 		defer l.Release()
-		if snap.Found || snap.Recent {
-			t.Errorf("snapshot = %+v, want unknown and not recent", snap)
+		if snap.Found || snap.Dropped {
+			t.Errorf("snapshot = %+v, want unknown (not dropped)", snap)
 		}
 	})
 	t.Run("only read", func(t *testing.T) {
@@ -440,8 +449,8 @@ func TestMemoryRecent(t *testing.T) {
 		m.cache.Del(key)
 		l, snap := mustClaim(t, m, key)
 		defer l.Release()
-		if snap.Found || snap.Recent {
-			t.Errorf("snapshot = %+v, want unknown and not recent", snap)
+		if snap.Found || snap.Dropped {
+			t.Errorf("snapshot = %+v, want unknown (not dropped)", snap)
 		}
 	})
 	t.Run("deleted behind the store's back", func(t *testing.T) {
@@ -454,14 +463,14 @@ func TestMemoryRecent(t *testing.T) {
 			}
 			m.cache.Del(key)
 			l, snap := mustClaim(t, m, key)
-			if snap.Found || !snap.Recent {
-				t.Errorf("%s: snapshot = %+v, want not found and recent", how, snap)
+			if snap.Found || !snap.Dropped {
+				t.Errorf("%s: snapshot = %+v, want dropped", how, snap)
 			}
 			l.Release()
 			// A released claim does not forget that a write stored something.
 			l, snap = mustClaim(t, m, key)
-			if !snap.Recent {
-				t.Errorf("%s: after a released claim, snapshot = %+v, want recent", how, snap)
+			if !snap.Dropped {
+				t.Errorf("%s: after a released claim, snapshot = %+v, want dropped", how, snap)
 			}
 			l.Release()
 		}
@@ -477,8 +486,8 @@ func TestMemoryRecent(t *testing.T) {
 		}
 		l, snap := mustClaim(t, small, key)
 		defer l.Release()
-		if snap.Found || !snap.Recent {
-			t.Errorf("snapshot = %+v, want not found and recent", snap)
+		if snap.Found || !snap.Dropped {
+			t.Errorf("snapshot = %+v, want dropped", snap)
 		}
 		if st := small.Stats(); st.Rejections == 0 {
 			t.Errorf("Stats = %+v, want a rejection", st)
@@ -491,7 +500,7 @@ func TestMemoryRecent(t *testing.T) {
 // once, ristretto keeps holding the same entry, and the charge stays. A
 // state that needs more is Set as a new entry, charged its size. An entry
 // ristretto lets go of after in-place updates leaves the key unknown, and
-// the next write re-reads (Recent).
+// the next write re-reads (Dropped).
 func TestMemoryInPlaceUpdates(t *testing.T) {
 	ctx := context.Background()
 	m := newTestMemory(t, MemoryConfig{})
@@ -568,7 +577,7 @@ func TestMemoryInPlaceUpdates(t *testing.T) {
 		t.Errorf("a 4KiB larger state grew the table by %d bytes", grew)
 	}
 
-	// Let go of by ristretto after an update in place: unknown, recent.
+	// Let go of by ristretto after an update in place: dropped.
 	l, _ = mustClaim(t, m, key)
 	if err := l.Commit(ctx, big); err != nil {
 		t.Fatal(err)
@@ -577,8 +586,8 @@ func TestMemoryInPlaceUpdates(t *testing.T) {
 	m.cache.Wait()
 	l, snap := mustClaim(t, m, key)
 	defer l.Release()
-	if snap.Found || !snap.Recent {
-		t.Errorf("after the entry left the cache: snapshot %+v, want unknown and recent", snap)
+	if snap.Found || !snap.Dropped {
+		t.Errorf("after the entry left the cache: snapshot %+v, want dropped", snap)
 	}
 }
 
@@ -744,8 +753,8 @@ func TestMemoryTTL(t *testing.T) {
 	})
 	l, snap := mustClaim(t, m, key)
 	l.Release()
-	if snap.Found || snap.Recent {
-		t.Errorf("after the ttl, snapshot = %+v, want unknown and not recent", snap)
+	if snap.Found || snap.Dropped {
+		t.Errorf("after the ttl, snapshot = %+v, want unknown (not dropped)", snap)
 	}
 	if items, _, _ := m.List(ctx, "", "", 10); len(items) != 0 {
 		t.Errorf("List shows expired keys: %+v", items)
@@ -806,8 +815,8 @@ func TestMemoryPurge(t *testing.T) {
 	}
 	l, snap := mustClaim(t, m, "h/a")
 	l.Release()
-	if snap.Found || snap.Recent {
-		t.Errorf("after purge, snapshot = %+v, want unknown and not recent", snap)
+	if snap.Found || snap.Dropped {
+		t.Errorf("after purge, snapshot = %+v, want unknown (not dropped)", snap)
 	}
 	if ok, _ := m.Observe(ctx, "h/a", inflight, `"old"`, false); ok {
 		t.Error("a read in flight during the purge was recorded")
@@ -826,7 +835,7 @@ func TestMemoryPurge(t *testing.T) {
 	for _, k := range []string{"h/x/1", "h/x/2", "h/x/3"} {
 		l, snap := mustClaim(t, m, k)
 		l.Release()
-		if snap.Found || snap.Recent {
+		if snap.Found || snap.Dropped {
 			t.Errorf("%s after purge: snapshot = %+v", k, snap)
 		}
 	}
@@ -981,8 +990,8 @@ func TestNewMemoryConfig(t *testing.T) {
 	if st := m.Stats(); st.MaxBytes != DefaultMemoryBytes || st.Bytes <= 0 || st.Bytes > DefaultMemoryBytes/8 {
 		t.Errorf("empty default store: %+v", st)
 	}
-	if m.ttl != int64(DefaultTTL) {
-		t.Errorf("ttl = %v", time.Duration(m.ttl))
+	if m.ttlNanos() != int64(DefaultTTL) {
+		t.Errorf("ttl = %v", time.Duration(m.ttlNanos()))
 	}
 	for _, cfg := range []MemoryConfig{{MaxBytes: MinMemoryBytes - 1}, {MaxBytes: -1}, {TTL: -time.Second}} {
 		if m, err := NewMemory(cfg); err == nil {

@@ -404,7 +404,7 @@ func TestRedisTTL(t *testing.T) {
 		t.Fatal("found after the ttl")
 	}
 	_, snap := claimOn(t, b, "k")
-	if snap.Found || snap.Recent || snap.State.Known() {
+	if snap.Found || snap.Dropped || snap.State.Known() {
 		t.Fatalf("claim after the ttl: %+v", snap)
 	}
 }
@@ -465,7 +465,7 @@ func TestRedisPurgeAndList(t *testing.T) {
 		t.Fatalf("purging a purged key = %d", n)
 	}
 	_, snap := claimOn(t, a, "h/a/1")
-	if snap.Found || snap.Recent {
+	if snap.Found || snap.Dropped {
 		t.Fatalf("claim after purge: %+v", snap)
 	}
 }

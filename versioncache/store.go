@@ -25,16 +25,32 @@ var ErrClosed = errors.New("versioncache: store closed")
 // ReadToken marks the moment a read was forwarded; see Store.Observe.
 type ReadToken int64
 
-// Snapshot is what Claim found for a key.
+// Snapshot is what Claim found for a key. A key is in one of the states
+// the contract names:
+//   - known: Found, State says what the proxy knows;
+//   - uncertain: Found and State.Uncertain: a write's outcome was never
+//     seen; the next write re-reads the upstream first;
+//   - dropped: not Found, Dropped: the proxy wrote the key through itself
+//     (Commit or Record) within the ttl and then lost the entry (evicted,
+//     refused by the cache, lost by a shared store). The next write that
+//     carries a precondition must re-read the version from the upstream
+//     instead of trusting "unknown";
+//   - unknown: not Found, not Dropped: the proxy has no knowledge of the key
+//     (never seen, expired, purged, or only read before its entry was
+//     lost): the write is forwarded.
+//
+// A key the proxy never wrote is never reported dropped, except in the
+// rare conservative fallback each store documents (Memory: marks.go).
 type Snapshot struct {
 	State conflict.State
-	// Found is false when the store holds nothing for the key (never seen,
-	// expired or evicted).
+	// Found is false when the store holds nothing for the key.
 	Found bool
-	// Recent is true when Found is false although a write through the proxy
-	// to this key (or, rarely, to a key sharing its slot) completed within
-	// the ttl: its entry was dropped or is not yet visible. The caller must
-	// re-read the version from the upstream instead of trusting "unknown".
+	// Dropped is true when Found is false although the proxy wrote the key
+	// within the ttl (see above).
+	Dropped bool
+	// Recent is Dropped under its former name; the stores set both.
+	//
+	// Deprecated: use Dropped.
 	Recent bool
 }
 
