@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -17,33 +18,47 @@ var ErrNoValue = errors.New("no scalar value at the JSON pointer")
 // string's decoded text, a number's or a boolean's literal. A document that
 // is not valid JSON gives a *json.SyntaxError (or another decoding error).
 func Lookup(doc []byte, p Pointer) (string, error) {
-	raw := json.RawMessage(bytes.TrimSpace(doc))
-	if !json.Valid(raw) {
-		var v any
-		return "", json.Unmarshal(raw, &v) // the same error, with its offset
-	}
-	raw, ok, err := p.findRaw(raw)
+	var buf [64]byte
+	text, err := AppendLookup(buf[:0], doc, p)
 	if err != nil {
 		return "", err
 	}
-	if !ok {
-		return "", ErrNoValue
+	return string(text), nil
+}
+
+// AppendLookup is Lookup that appends the text to dst: with room in dst, it
+// allocates nothing. It reads doc once, decodes nothing but the value found
+// (Pointer.resolve), and rejects a document that is not JSON anywhere, after
+// the value too, as Lookup always did.
+func AppendLookup(dst, doc []byte, p Pointer) ([]byte, error) {
+	doc = bytes.TrimSpace(doc) // as before: Unicode space around the document is allowed
+	start, end, valid := p.resolve(doc)
+	if !valid {
+		var v any
+		if err := json.Unmarshal(doc, &v); err != nil {
+			return dst, err // the same error as encoding/json's, with its offset
+		}
+		return dst, errors.New("conflict: not a JSON document")
 	}
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
-		return "", ErrNoValue
+	if start < 0 {
+		return dst, ErrNoValue
 	}
+	raw := doc[start:end]
 	switch raw[0] {
 	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return "", err
+		inner := raw[1 : len(raw)-1]
+		if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+			return append(dst, inner...), nil
 		}
-		return s, nil
+		var s string // escapes or invalid UTF-8: decoded as encoding/json does
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return dst, err
+		}
+		return append(dst, s...), nil
 	case '{', '[', 'n':
-		return "", ErrNoValue
+		return dst, ErrNoValue
 	}
-	return string(raw), nil
+	return append(dst, raw...), nil
 }
 
 // ScalarTag turns the text of a version field into the strong entity tag

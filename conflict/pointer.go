@@ -1,17 +1,23 @@
 package conflict
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math"
+	"math/bits"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // This file is the one place RFC 6901 pointers are parsed and resolved:
 // Lookup (a `version json` field), ReferenceValues (a `guard reference`
 // field) and the merge help (the version field of Echoes and the rebase)
 // all step through documents here, so that a pointer names the same value
-// for each of them.
+// for each of them: find in parsed trees, resolve in raw bytes (one pass,
+// nothing decoded: Lookup runs on every response in `version json`).
 
 // Pointer is a parsed RFC 6901 JSON pointer: its reference tokens, unescaped.
 type Pointer []string
@@ -98,39 +104,448 @@ func (p Pointer) find(v any) (any, bool) {
 	return v, true
 }
 
-// findRaw is find for a document that is not parsed into a tree: raw is
-// valid JSON, and only the containers on the way to p are decoded (a
-// version field is read from every response; parsing all of it would cost
-// allocations for every value). ok is false when p names nothing.
-func (p Pointer) findRaw(raw json.RawMessage) (_ json.RawMessage, ok bool, err error) {
-	for _, tok := range p {
-		if len(raw) == 0 {
-			return nil, false, nil
-		}
-		switch raw[0] {
+// maxNestingDepth is encoding/json's limit: a document nested deeper is
+// not valid JSON to json.Valid, so not to resolve either.
+const maxNestingDepth = 10000
+
+// resolve finds the value at p in the JSON document doc in one pass over
+// doc, without decoding or building anything, and checks on the way that
+// all of doc is valid JSON as json.Valid has it (so garbage after the value
+// is rejected too: a truncated or concatenated body gives no version, as
+// before). start is the offset of the value at p and end the offset after
+// it; start < 0 when p names nothing. valid is false for a document that
+// is not JSON, whatever p names.
+//
+// It names what encoding/json's decoding names: a duplicated member's last
+// occurrence, member names compared once unescaped (and with invalid UTF-8
+// replaced), array elements at RFC 6901 indexes (arrayIndex).
+func (p Pointer) resolve(doc []byte) (start, end int, valid bool) {
+	s := scan{doc: doc, p: p, start: -1}
+	i := s.pathValue(jsonSpace(doc, 0), 0, 0)
+	if i < 0 || jsonSpace(doc, i) != len(doc) {
+		return -1, -1, false
+	}
+	return s.start, s.end, true
+}
+
+// scan is the state of one resolve. The path's containers are walked by
+// pathValue, pathObject and pathArray, one call per level of p; every
+// other value is skipped, and checked, by skip without recursion.
+type scan struct {
+	doc        []byte
+	p          Pointer
+	start, end int
+	// open containers of the current skip, one bit each: 1 an object.
+	stack [maxNestingDepth/64 + 1]uint64
+}
+
+// pathValue reads the value at doc[i] that p[:l] names, inside d open
+// containers, and returns the offset after it (-1: not JSON). A later
+// duplicate of a member on the path names the value again, so what an
+// earlier one found is forgotten first.
+func (s *scan) pathValue(i, l, d int) int {
+	if l == len(s.p) {
+		s.start = i
+		s.end = s.skip(i, d)
+		return s.end
+	}
+	s.start = -1
+	if i < len(s.doc) {
+		switch s.doc[i] {
 		case '{':
-			var obj map[string]json.RawMessage
-			if err := json.Unmarshal(raw, &obj); err != nil {
-				return nil, false, err
-			}
-			if raw, ok = obj[tok]; !ok {
-				return nil, false, nil
-			}
+			return s.pathObject(i, l, d)
 		case '[':
-			var arr []json.RawMessage
-			if err := json.Unmarshal(raw, &arr); err != nil {
-				return nil, false, err
-			}
-			i, ok := arrayIndex(tok, len(arr))
-			if !ok {
-				return nil, false, nil
-			}
-			raw = arr[i]
-		default:
-			return nil, false, nil
+			return s.pathArray(i, l, d)
 		}
 	}
-	return raw, true, nil
+	return s.skip(i, d) // a scalar on the way: nothing at p
+}
+
+func (s *scan) pathObject(i, l, d int) int {
+	doc, tok := s.doc, s.p[l]
+	if d >= maxNestingDepth {
+		return -1
+	}
+	i = jsonSpace(doc, i+1)
+	if i < len(doc) && doc[i] == '}' {
+		return i + 1
+	}
+	for {
+		k := i
+		if i = skipString(doc, i); i < 0 {
+			return -1
+		}
+		name := doc[k:i]
+		if i = jsonSpace(doc, i); i >= len(doc) || doc[i] != ':' {
+			return -1
+		}
+		i = jsonSpace(doc, i+1)
+		if nameIs(name, tok) {
+			i = s.pathValue(i, l+1, d+1)
+		} else {
+			i = s.skip(i, d+1)
+		}
+		if i < 0 {
+			return -1
+		}
+		if i = jsonSpace(doc, i); i >= len(doc) {
+			return -1
+		}
+		switch doc[i] {
+		case '}':
+			return i + 1
+		case ',':
+			i = jsonSpace(doc, i+1)
+		default:
+			return -1
+		}
+	}
+}
+
+func (s *scan) pathArray(i, l, d int) int {
+	doc := s.doc
+	if d >= maxNestingDepth {
+		return -1
+	}
+	want, ok := arrayIndex(s.p[l], math.MaxInt)
+	if !ok {
+		want = -1
+	}
+	i = jsonSpace(doc, i+1)
+	if i < len(doc) && doc[i] == ']' {
+		return i + 1
+	}
+	for n := 0; ; n++ {
+		if n == want {
+			i = s.pathValue(i, l+1, d+1)
+		} else {
+			i = s.skip(i, d+1)
+		}
+		if i < 0 {
+			return -1
+		}
+		if i = jsonSpace(doc, i); i >= len(doc) {
+			return -1
+		}
+		switch doc[i] {
+		case ']':
+			return i + 1
+		case ',':
+			i = jsonSpace(doc, i+1)
+		default:
+			return -1
+		}
+	}
+}
+
+// nameIs reports whether the member name name (quoted, as in the
+// document) is tok once unescaped, as encoding/json decodes a map key.
+func nameIs(name []byte, tok string) bool {
+	raw := name[1 : len(name)-1]
+	plain := true
+	for _, c := range raw {
+		if c == '\\' || c >= utf8.RuneSelf {
+			plain = false
+			break
+		}
+	}
+	if plain || bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return string(raw) == tok
+	}
+	var decoded string // escapes or invalid UTF-8: rare, let encoding/json say
+	return json.Unmarshal(name, &decoded) == nil && decoded == tok
+}
+
+// skip checks the value at doc[i], inside d open containers, and returns
+// the offset after it, or -1 if it is not JSON.
+func (s *scan) skip(i, d int) int {
+	doc := s.doc
+	if i >= len(doc) {
+		return -1
+	}
+	switch doc[i] {
+	case '{', '[':
+		return s.skipContainer(i, d)
+	case '"':
+		return skipString(doc, i)
+	case 't':
+		return skipLiteral(doc, i, "true")
+	case 'f':
+		return skipLiteral(doc, i, "false")
+	case 'n':
+		return skipLiteral(doc, i, "null")
+	}
+	return skipNumber(doc, i)
+}
+
+// skipContainer is skip for an object or an array, iterative: the kind of
+// each open container is a bit of s.stack. Compact JSON's short names,
+// short strings and integers, most of what documents hold, are stepped
+// over here without a call; the rest by the skip functions.
+func (s *scan) skipContainer(i, d int) int {
+	doc := s.doc
+	limit := maxNestingDepth - d
+	n := 0          // containers open
+	object := false // the innermost one is an object
+	for {
+		// doc[i] is the first byte of a value (i < len(doc)).
+		switch c := doc[i]; {
+		case c == '"':
+			if i+9 <= len(doc) {
+				m := specialBytes(binary.LittleEndian.Uint64(doc[i+1:]))
+				if j := i + 1 + bits.TrailingZeros64(m)>>3; m != 0 && doc[j] == '"' {
+					i = j + 1
+					break
+				}
+			}
+			i = skipString(doc, i)
+		case '1' <= c && c <= '9':
+			j := i + 1
+			for j < len(doc) && '0' <= doc[j] && doc[j] <= '9' {
+				j++
+			}
+			if j < len(doc) && (doc[j] == ',' || doc[j] == '}' || doc[j] == ']') {
+				i = j
+			} else {
+				i = skipNumber(doc, i)
+			}
+		case c == '{' || c == '[':
+			if n == limit {
+				return -1
+			}
+			object = c == '{'
+			if object {
+				s.stack[n>>6] |= 1 << (n & 63)
+			} else {
+				s.stack[n>>6] &^= 1 << (n & 63)
+			}
+			n++
+			if i = jsonSpace(doc, i+1); i >= len(doc) {
+				return -1
+			}
+			if doc[i] == c+2 { // empty: '}' is '{'+2, ']' is '['+2; closed below
+				break
+			}
+			if object {
+				if i+9 <= len(doc) && doc[i] == '"' { // a short name, as after a comma below
+					m := specialBytes(binary.LittleEndian.Uint64(doc[i+1:]))
+					if j := i + 1 + bits.TrailingZeros64(m)>>3; m != 0 && j+2 < len(doc) && doc[j] == '"' && doc[j+1] == ':' && doc[j+2] > ' ' {
+						i = j + 2
+						continue
+					}
+				}
+				if i = skipMember(doc, i); i < 0 {
+					return -1
+				}
+			}
+			continue
+		case c == 't':
+			i = skipLiteral(doc, i, "true")
+		case c == 'f':
+			i = skipLiteral(doc, i, "false")
+		case c == 'n':
+			i = skipLiteral(doc, i, "null")
+		default:
+			i = skipNumber(doc, i)
+		}
+		// After a value: a comma and the next one, or the ends of containers.
+		for {
+			if i < 0 {
+				return -1
+			}
+			if i = jsonSpace(doc, i); i >= len(doc) {
+				return -1
+			}
+			c := doc[i]
+			if c == ',' {
+				i++
+				if !object {
+					if i = jsonSpace(doc, i); i >= len(doc) {
+						return -1
+					}
+					break
+				}
+				// A short name, its colon and a value right after it.
+				if i+9 <= len(doc) && doc[i] == '"' {
+					m := specialBytes(binary.LittleEndian.Uint64(doc[i+1:]))
+					if j := i + 1 + bits.TrailingZeros64(m)>>3; m != 0 && j+2 < len(doc) && doc[j] == '"' && doc[j+1] == ':' && doc[j+2] > ' ' {
+						i = j + 2
+						break
+					}
+				}
+				if i = skipMember(doc, jsonSpace(doc, i)); i < 0 {
+					return -1
+				}
+				break
+			}
+			if object && c == '}' || !object && c == ']' {
+				i++
+				if n--; n == 0 {
+					return i
+				}
+				object = s.stack[(n-1)>>6]>>((n-1)&63)&1 == 1
+				continue
+			}
+			return -1
+		}
+	}
+}
+
+// skipMember skips a member name and its colon: i is then at the member's
+// value, within doc (or -1: not JSON).
+func skipMember(doc []byte, i int) int {
+	if i = skipName(doc, i); i >= len(doc) {
+		return -1
+	}
+	return i
+}
+
+// skipName skips a member name, its colon and the space after it: i is
+// then at the member's value (or -1: not JSON).
+func skipName(doc []byte, i int) int {
+	if i = skipString(doc, i); i < 0 {
+		return -1
+	}
+	if i < len(doc) && doc[i] == ':' { // compact JSON
+		return jsonSpace(doc, i+1)
+	}
+	if i = jsonSpace(doc, i); i >= len(doc) || doc[i] != ':' {
+		return -1
+	}
+	return jsonSpace(doc, i+1)
+}
+
+// plainByte marks the bytes a JSON string holds as they are: not the
+// quote, the backslash or a control character (RFC 8259 section 7).
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// specialBytes marks, with its high bit, the first byte of the 8 in x
+// (little-endian) that is not plainByte, and maybe bytes after it; 0 if
+// there is none. (A borrow can only mark bytes above a marked one.)
+func specialBytes(x uint64) uint64 {
+	q := x ^ ('"' * ones)
+	b := x ^ ('\\' * ones)
+	return ((q-ones)&^q | (b-ones)&^b | (x-0x20*ones)&^x) & highs
+}
+
+// skipString skips the string at doc[i] (-1 if there is none). As for
+// json.Valid, any bytes but control characters may stand in it, valid
+// UTF-8 or not. Plain bytes are stepped over 8 at a time.
+func skipString(doc []byte, i int) int {
+	if i >= len(doc) || doc[i] != '"' {
+		return -1
+	}
+	i++
+	for {
+		for i+8 <= len(doc) {
+			if m := specialBytes(binary.LittleEndian.Uint64(doc[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			i += 8
+		}
+		for i < len(doc) && plainByte[doc[i]] {
+			i++
+		}
+		if i >= len(doc) {
+			return -1
+		}
+		switch doc[i] {
+		case '"':
+			return i + 1
+		case '\\':
+			if i+1 >= len(doc) {
+				return -1
+			}
+			switch doc[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(doc) || !isHex(doc[i+2]) || !isHex(doc[i+3]) || !isHex(doc[i+4]) || !isHex(doc[i+5]) {
+					return -1
+				}
+				i += 6
+			default:
+				return -1
+			}
+		default:
+			return -1 // a control character
+		}
+	}
+}
+
+func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+
+// skipNumber skips the number at doc[i] (RFC 8259 section 6); -1 if there
+// is none.
+func skipNumber(doc []byte, i int) int {
+	if i < len(doc) && doc[i] == '-' {
+		i++
+	}
+	switch {
+	case i >= len(doc):
+		return -1
+	case doc[i] == '0':
+		i++
+	case '1' <= doc[i] && doc[i] <= '9':
+		i = skipDigits(doc, i+1)
+	default:
+		return -1
+	}
+	if i < len(doc) && doc[i] == '.' {
+		j := skipDigits(doc, i+1)
+		if j == i+1 {
+			return -1
+		}
+		i = j
+	}
+	if i < len(doc) && (doc[i] == 'e' || doc[i] == 'E') {
+		i++
+		if i < len(doc) && (doc[i] == '+' || doc[i] == '-') {
+			i++
+		}
+		j := skipDigits(doc, i)
+		if j == i {
+			return -1
+		}
+		i = j
+	}
+	return i
+}
+
+func skipDigits(doc []byte, i int) int {
+	for i < len(doc) && '0' <= doc[i] && doc[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+func skipLiteral(doc []byte, i int, lit string) int {
+	if len(doc)-i < len(lit) || string(doc[i:i+len(lit)]) != lit {
+		return -1
+	}
+	return i + len(lit)
+}
+
+// jsonSpace skips JSON's white space (RFC 8259 section 2).
+func jsonSpace(doc []byte, i int) int {
+	if i < len(doc) && doc[i] > ' ' {
+		return i // compact JSON
+	}
+	for i < len(doc) && (doc[i] == ' ' || doc[i] == '\n' || doc[i] == '\r' || doc[i] == '\t') {
+		i++
+	}
+	return i
 }
 
 // set puts val at p in the parsed document root and returns the document,
