@@ -15,7 +15,6 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/caddy-conflict/caddy-conflict/conflict"
 )
@@ -46,10 +45,24 @@ const (
 // RedisConfig configures the Redis store.
 type RedisConfig struct {
 	// Addr is host:port of a standalone Redis (or a primary endpoint).
-	Addr               string
-	Username, Password string
-	DB                 int
-	// TLS, when set, connects with TLS.
+	Addr string
+	// Addrs, when set, replaces Addr: the seed nodes of a Redis Cluster
+	// (Cluster), or the sentinels (MasterName). A standalone Redis takes
+	// one address.
+	Addrs []string
+	// Cluster connects to a Redis Cluster (KeyPrefix must then carry a
+	// hash tag, so that a table's keys share one slot; DB must be 0).
+	Cluster bool
+	// MasterName connects through Redis Sentinel to the primary monitored
+	// under this name; Addrs are the sentinels.
+	MasterName string
+	// SentinelUsername and SentinelPassword authenticate to the sentinels
+	// (Username and Password are for the data nodes).
+	SentinelUsername, SentinelPassword string
+	Username, Password                 string
+	DB                                 int
+	// TLS, when set, connects with TLS (to every node and sentinel). An
+	// empty ServerName checks each node's certificate against its address.
 	TLS *tls.Config
 	// KeyPrefix starts every Redis key (and the notification channel) of
 	// this table; it must tell tables apart (the handler adds the version
@@ -86,9 +99,9 @@ type RedisConfig struct {
 // adds its key to the index (no extra round trip); members of keys that
 // expired are swept as new keys arrive (at most about as many as there are
 // live keys) and dropped when a List meets them. Keys stored by a version
-// without the index enter it on their next change. (Redis Cluster is not
-// supported: the index and a table's hashes are not in one slot.) A hash's
-// fields:
+// without the index enter it on their next change. In a Redis Cluster the
+// KeyPrefix's hash tag keeps all of them in one slot (redis_client.go). A
+// hash's fields:
 //
 //	st  the state (encodeState), trusted while at is less than ttl ago
 //	u   "1" when the state is uncertain (a write's outcome was never seen)
@@ -126,7 +139,7 @@ type RedisConfig struct {
 // most that).
 type Redis struct {
 	cfg     RedisConfig
-	client  *redis.Client
+	client  redis.UniversalClient
 	pubsub  *redis.PubSub
 	channel string
 	// keys is the table's key index, a sorted set; sweep its cleaning
@@ -158,8 +171,8 @@ type Redis struct {
 // down now is retried on every use (reads pass meanwhile, writes get
 // on_store_error).
 func NewRedis(cfg RedisConfig) (*Redis, error) {
-	if cfg.Addr == "" {
-		return nil, errors.New("versioncache: redis: no address")
+	if err := cfg.checkTopology(); err != nil {
+		return nil, err
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultRedisTimeout
@@ -219,31 +232,13 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		return nil, fmt.Errorf("versioncache: redis: near-cache: %w", err)
 	}
 	r.near = near
-	r.client = redis.NewClient(&redis.Options{
-		Addr:        cfg.Addr,
-		Username:    cfg.Username,
-		Password:    cfg.Password,
-		DB:          cfg.DB,
-		TLSConfig:   cfg.TLS,
-		ClientName:  "caddy-conflict",
-		DialTimeout: cfg.Timeout,
-		// One dial per attempt: a Redis that is down fails the call at
-		// once (go-redis would try five times).
-		DialerRetries: 1,
-		ReadTimeout:   cfg.Timeout,
-		WriteTimeout:  cfg.Timeout,
-		// Request contexts bound the calls too (a client that went away).
-		ContextTimeoutEnabled: true,
-		// One retry survives a connection Redis closed (a restart); every
-		// script is idempotent, so a retry after a lost reply is safe.
-		MaxRetries: 1,
-		// RESP2 and no handshake extras: works with Redis 5+, Valkey and
-		// managed Redis, and keeps go-redis from logging refusals.
-		Protocol:                 2,
-		DisableIdentity:          true,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	})
-	r.client.AddHook(countHook{&r.roundTrips})
+	if r.client, err = newRedisClient(&cfg, countHook{&r.roundTrips}); err != nil {
+		near.Close()
+		return nil, err
+	}
+	// Errors name the endpoint: the address, or the topology and its
+	// seeds or sentinels.
+	r.cfg.Addr = cfg.endpoint()
 	r.pubsub = r.client.Subscribe(context.Background(), r.channel)
 	go r.listen(r.pubsub.Channel())
 	return r, nil
