@@ -158,7 +158,7 @@ func (h *Handler) remember(key string, ow *observer) {
 		return
 	}
 	if body := t.body(); body != nil {
-		h.history.Add(key, ow.version, body)
+		h.representations().Add(key, ow.version, body) // shared: queued, never a round trip here
 	}
 }
 
@@ -178,6 +178,6 @@ func (h *Handler) rememberWrite(key string, r *http.Request, ow *observer) {
 	}
 	body := t.body()
 	if body != nil && conflict.Echoes(body, t.request.buf.Bytes(), h.versionPointer()) {
-		h.history.Add(key, ow.version, body)
+		h.representations().AddNow(r.Context(), key, ow.version, body) // shared: stored before the claim is released
 	}
 }

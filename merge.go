@@ -2,6 +2,7 @@ package caddyconflict
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"mime"
@@ -91,10 +92,10 @@ func (h *Handler) historyKey(key string, repl *caddy.Replacer) string {
 
 // dropHistory forgets every representation of key, in every scope: the
 // resource was deleted (a new one may restart its versions) or purged.
+// With a shared history, in Redis and in every node's near-cache too.
 func (h *Handler) dropHistory(key string) {
 	if h.history != nil {
-		h.history.Purge(key, false)
-		h.history.Purge(key+"\x00", true)
+		h.representations().DropKey(context.Background(), key)
 	}
 }
 
@@ -111,19 +112,26 @@ func claimedVersion(c conflict.Precondition) (string, bool) {
 	return "", false
 }
 
-// claimedRepresentation finds the representation of the version a stale
-// write claimed: the first of its versions the history holds.
-func (h *Handler) claimedRepresentation(key string, c conflict.Precondition) ([]byte, string, bool) {
-	if v, ok := claimedVersion(c); ok {
-		b, found := h.history.Get(key, v)
-		return b, v, found
+// representations finds the representation of the version a stale write
+// claimed (the first of its versions the history holds) and the current
+// one. With a shared history this is one lookup: the node's near-cache,
+// then Redis (one round trip) for what it lacks; Redis down, the
+// near-cache's answer stands (no changes, never an error).
+func (x *exchange) representations() (base []byte, claimed string, current []byte) {
+	var versions []string
+	if v, ok := claimedVersion(x.pre); ok {
+		versions = []string{v}
+	} else {
+		versions = append(versions, x.pre.Versions...)
 	}
-	for _, v := range c.Versions {
-		if b, ok := h.history.Get(key, v); ok {
-			return b, v, true
+	all := x.h.representations().Lookup(x.r.Context(), x.hkey, append(versions, x.state.Version)...)
+	current = all[len(versions)]
+	for i, v := range versions {
+		if all[i] != nil {
+			return all[i], v, current
 		}
 	}
-	return nil, "", false
+	return nil, "", current
 }
 
 // mergeable reports whether r is a write the proxy can rebase: a PATCH
@@ -174,15 +182,17 @@ func (x *exchange) rebase() bool {
 	if h.history == nil || h.report || !s.Known() {
 		return false
 	}
-	base, claimed, haveBase := h.claimedRepresentation(key, c)
+	base, claimed, theirs := x.representations()
+	haveBase := base != nil
 	if !haveBase && !h.IncludeCurrent {
 		return false
 	}
-	theirs, ok := h.history.Get(key, s.Version)
-	if !ok {
+	if theirs == nil {
+		var ok bool
 		if theirs, ok = h.fetchRepresentation(r, x.next, key, s.Version); !ok {
 			return false
 		}
+		h.representations().Add(key, s.Version, theirs) // shared: for the other nodes (queued)
 	}
 	if h.Merge != "auto" || !haveBase {
 		return false
@@ -229,15 +239,15 @@ func (x *exchange) rebase() bool {
 // that kept the write from being rebased, and with include_current the
 // current representation.
 func (x *exchange) mergeHelp(p *conflict.Problem) {
-	h, r, key, s, c := x.h, x.r, x.hkey, x.state, x.pre
+	h, r, s, c := x.h, x.r, x.state, x.pre
 	if h.history == nil || !s.Known() {
 		return
 	}
-	current, ok := h.history.Get(key, s.Version)
-	if !ok {
+	claimed, _, current := x.representations()
+	if current == nil {
 		return
 	}
-	if claimed, _, ok := h.claimedRepresentation(key, c); ok {
+	if claimed != nil {
 		if help, err := conflict.Explain(claimed, current); err == nil {
 			_ = p.Set("changed_paths", help.ChangedPaths)
 			_ = p.SetRaw("changes", help.Changes)

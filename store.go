@@ -2,6 +2,7 @@ package caddyconflict
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -101,12 +102,18 @@ func openStores() []versioncache.Store {
 	return list
 }
 
-// openHistories lists the histories of the running configuration.
-func openHistories() []*versioncache.History {
-	var list []*versioncache.History
+// openHistories lists the histories of the running configuration: the
+// shared one where a Redis store shares it (a purge reaches Redis and every
+// node's near-cache), else the node's own.
+func openHistories() []versioncache.Representations {
+	var list []versioncache.Representations
 	stores.Range(func(_, v any) bool {
 		if h, ok := v.(pooledHistory); ok {
-			list = append(list, h.History)
+			if h.shared != nil {
+				list = append(list, h.shared)
+			} else {
+				list = append(list, h.History)
+			}
 		}
 		return true
 	})
@@ -114,15 +121,39 @@ func openHistories() []*versioncache.History {
 }
 
 // pooledHistory keeps a history in the stores pool, so that a reload keeps
-// it like the version table.
+// it like the version table. With a Redis store, shared shares it among
+// the nodes (History is then its near-cache).
 type pooledHistory struct {
 	*versioncache.History
+	shared *versioncache.RedisHistory
 }
 
-func (p pooledHistory) Destruct() error { return p.History.Close() }
+func (p pooledHistory) Destruct() error {
+	if p.shared != nil {
+		sharedHistories.Delete(p.History)
+		_ = p.shared.Close()
+	}
+	return p.History.Close()
+}
+
+// sharedHistories finds the shared history of a handler's history (the
+// handler keeps the near-cache, *versioncache.History).
+var sharedHistories sync.Map // *versioncache.History -> *versioncache.RedisHistory
+
+// representations is where h records and looks up representations: the
+// shared history with a Redis store, else h.history. h.history must be set.
+func (h *Handler) representations() versioncache.Representations {
+	if s, ok := sharedHistories.Load(h.history); ok {
+		return s.(*versioncache.RedisHistory)
+	}
+	return h.history
+}
 
 // provisionHistory opens (or shares) the history. Like the version table
 // it is shared by handlers that read versions alike and survives reloads.
+// With a Redis store the representations are shared through Redis too
+// (one history per Redis table), the node's own history being its
+// near-cache.
 func (h *Handler) provisionHistory() error {
 	if h.History == nil {
 		return nil
@@ -133,8 +164,17 @@ func (h *Handler) provisionHistory() error {
 	}
 	key := fmt.Sprintf("history|%d|%d|%s|%s|%s", h.History.Count, size,
 		h.Version.Source, h.Version.Field, h.Version.Pointer)
+	if _, ok := h.store.(*versioncache.Redis); ok {
+		key += "|" + h.poolKey
+	}
 	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return pooledHistory{versioncache.NewHistory(h.History.Count, size)}, nil
+		local := versioncache.NewHistory(h.History.Count, size)
+		p := pooledHistory{History: local}
+		if s, ok := versioncache.NewRedisHistory(h.store, local, h.History.Count, size); ok {
+			p.shared = s
+			sharedHistories.Store(local, s)
+		}
+		return p, nil
 	})
 	if err != nil {
 		return fmt.Errorf("conflict: history: %w", err)

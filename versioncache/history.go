@@ -2,6 +2,7 @@ package versioncache
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"sync"
 
@@ -254,3 +255,46 @@ func (h *History) unlink(e *historyEntry) {
 	}
 	e.prev, e.next = nil, nil
 }
+
+// Representations is where the handler keeps the representations its
+// merge help works from: a History (one node), or a RedisHistory, which
+// shares them among the nodes of a Redis store and keeps a History as its
+// near-cache. Both implement it.
+type Representations interface {
+	// Add records body as the representation of key at version. On the
+	// read path: it never waits for a round trip.
+	Add(key, version string, body []byte)
+	// AddNow records it before returning (the write path: the next write
+	// to the key, on any node, finds it).
+	AddNow(ctx context.Context, key, version string, body []byte)
+	// Lookup returns the representations of key at each of versions (nil
+	// where none is known).
+	Lookup(ctx context.Context, key string, versions ...string) [][]byte
+	// Purge forgets one key or every key with a prefix.
+	Purge(key string, prefix bool) int
+	// DropKey forgets key in every history_scope (key, and every key
+	// starting with key + "\x00").
+	DropKey(ctx context.Context, key string)
+}
+
+// AddNow implements Representations: Add, which never waits.
+func (h *History) AddNow(_ context.Context, key, version string, body []byte) {
+	h.Add(key, version, body)
+}
+
+// Lookup implements Representations.
+func (h *History) Lookup(_ context.Context, key string, versions ...string) [][]byte {
+	out := make([][]byte, len(versions))
+	for i, v := range versions {
+		out[i], _ = h.Get(key, v)
+	}
+	return out
+}
+
+// DropKey implements Representations.
+func (h *History) DropKey(_ context.Context, key string) {
+	h.Purge(key, false)
+	h.Purge(key+"\x00", true)
+}
+
+var _ Representations = (*History)(nil)
