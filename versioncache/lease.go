@@ -9,6 +9,21 @@ import (
 	"github.com/caddy-conflict/caddy-conflict/conflict"
 )
 
+// Holder is a Lease that can tell whether its claim is surely still held.
+// A write checks it right before it goes to the upstream: a node that
+// stalled (or could not renew) for most of a lease may have lost the claim
+// to another node, which may have decided and written since.
+type Holder interface {
+	Held() bool
+}
+
+// Held reports whether l is surely still held: true for a Lease that is
+// not a Holder (the memory store's claims do not run out).
+func Held(l Lease) bool {
+	h, ok := l.(Holder)
+	return !ok || h.Held()
+}
+
 // redisLease is the Redis store's Lease: a claim held in the key's hash,
 // renewed every Lease/3 while the write is in flight, and given up by the
 // commit or release script.
@@ -18,6 +33,7 @@ type redisLease struct {
 	token string
 	gate  *gate
 	done  atomic.Bool
+	valid atomic.Int64 // Redis.now() until which the claim is surely held
 
 	mu    sync.Mutex
 	timer *time.Timer
@@ -41,15 +57,37 @@ func (ls *redisLease) renew() {
 	if ls.done.Load() || ls.r.closed.Load() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ls.r.cfg.Timeout)
-	ok, err := renewScript.Run(ctx, ls.r.client, ls.r.scriptKeys(ls.key),
-		ls.token, ls.r.leaseUS, ls.r.lifeMS).Int()
+	r := ls.r
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
+	sent := r.now()
+	rep, err := r.run(ctx, renewScript, ls.key, ls.token, r.leaseUS, r.lifeMS)
 	cancel()
-	if err == nil && ok == 0 {
+	if err == nil && rep.code == 0 {
 		return // taken over: Commit will find out
+	}
+	if err == nil {
+		ls.held(sent)
 	}
 	ls.renewLater() // renewed, or Redis did not answer: try again
 }
+
+// held notes that the claim was this lease's when a call sent at sent (a
+// Redis.now()) reached Redis: no node takes it over before sent + lease on
+// its own clock, so this node may act on it until then (less a tenth for
+// the clocks' rates).
+func (ls *redisLease) held(sent int64) {
+	until := sent + int64(ls.r.cfg.Lease)*9/10
+	for {
+		v := ls.valid.Load()
+		if v >= until || ls.valid.CompareAndSwap(v, until) {
+			return
+		}
+	}
+}
+
+// Held implements Holder: false once the claim may have been taken over
+// (this node stalled, or could not renew it, for most of a lease).
+func (ls *redisLease) Held() bool { return ls.r.now() < ls.valid.Load() }
 
 func (ls *redisLease) stop() {
 	ls.mu.Lock()

@@ -142,12 +142,18 @@ type Redis struct {
 	client  redis.UniversalClient
 	pubsub  *redis.PubSub
 	channel string
-	// keys is the table's key index, a sorted set; sweep its cleaning
-	// cursor (see index in lua/prelude.lua).
-	keys, sweep string
-	ttlUS       int64 // ttl in µs
-	leaseUS     int64
-	lifeMS      string // PEXPIRE of a key: it outlives its state and its claim
+	// keys is the table's key index, a sorted set (see index in
+	// lua/prelude.lua); table its record and grace its grace marker
+	// (redis_epoch.go).
+	keys, table, grace string
+	ttlUS              int64 // ttl in µs
+	leaseUS            int64
+	lifeMS             string // PEXPIRE of a key: it outlives its state and its claim
+	graceMS            string // how long keys are dropped after a new epoch: ttl + lease
+
+	view    tableView
+	sweeper sweeper
+	watches watches // claims of other nodes this node watches (takeover)
 
 	base time.Time
 	near *ristretto.Cache[string, *nearEntry]
@@ -203,7 +209,9 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		cfg:     cfg,
 		channel: cfg.KeyPrefix + "released",
 		keys:    cfg.KeyPrefix + indexSuffix,
-		sweep:   cfg.KeyPrefix + indexSuffix + "-sweep",
+		table:   cfg.KeyPrefix + tableSuffix,
+		grace:   cfg.KeyPrefix + graceSuffix,
+		graceMS: strconv.FormatInt((cfg.TTL + cfg.Lease).Milliseconds(), 10),
 		ttlUS:   cfg.TTL.Microseconds(),
 		leaseUS: cfg.Lease.Microseconds(),
 		lifeMS:  strconv.FormatInt((max(cfg.TTL, cfg.Lease) + time.Second).Milliseconds(), 10),
@@ -295,23 +303,47 @@ func (r *Redis) failed(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, r.cfg.Addr, err)
 }
 
-// reply is what every script but renew returns: {code, generation, st, u,
-// age of st in µs (-1: none), µs until the current claim's lease ends}.
+// reply is what every script returns (result in lua/prelude.lua).
 type reply struct {
 	code     int64
 	gen      int64
 	st, u    string
-	age      int64
-	leaseEnd int64
+	age      int64 // of st in µs; -1: no trusted state
+	leaseEnd int64 // µs until the current claim's lease ends (a hint)
+	// dropped: no trusted state although the key may have been written
+	// through the proxy before Redis lost data (redis_epoch.go).
+	dropped bool
+	// holder and renewals name the claim that holds the key (code 0 of
+	// claim), for a node that watches it (takeover).
+	holder   string
+	renewals int64
+	// jumped: Redis's clock jumped against this node's (redis_epoch.go).
+	jumped bool
 }
 
+// run runs a script on key with args and the table's four arguments.
 func (r *Redis) run(ctx context.Context, s *redis.Script, key string, args ...any) (reply, error) {
-	v, err := s.Run(ctx, r.client, r.scriptKeys(key), args...).Result()
+	v, err := s.Run(ctx, r.client, r.scriptKeys(key), append(args, r.tableArgs()...)...).Result()
 	if err != nil {
 		return reply{}, r.failed(ctx, err)
 	}
+	rep, err := r.parse(v)
+	if err == nil && rep.jumped {
+		// No age measured across the jump can be trusted: a new epoch
+		// (every key is re-read before its next write for the grace), and
+		// this reply's state is not trusted either.
+		if _, err := r.run(ctx, epochScript, tableSuffix+"-epoch"); err != nil {
+			return reply{}, err
+		}
+		rep.st, rep.u, rep.age, rep.dropped = "", "", -1, true
+	}
+	return rep, err
+}
+
+// parse reads a script's reply and takes what it says of the table.
+func (r *Redis) parse(v any) (reply, error) {
 	a, ok := v.([]any)
-	if !ok || len(a) != 6 {
+	if !ok || len(a) != 13 {
 		return reply{}, fmt.Errorf("versioncache: redis: unexpected script reply %v", v)
 	}
 	var rep reply
@@ -323,13 +355,24 @@ func (r *Redis) run(ctx context.Context, s *redis.Script, key string, args ...an
 	rep.u, _ = a[3].(string)
 	rep.age, _ = a[4].(int64)
 	rep.leaseEnd, _ = a[5].(int64)
+	epoch, _ := a[6].(string)
+	seq, _ := a[7].(int64)
+	d, _ := a[8].(int64)
+	rep.dropped = d == 1
+	now, _ := a[9].(int64)
+	rep.holder, _ = a[10].(string)
+	rep.renewals, _ = a[11].(int64)
+	if n, _ := a[12].(int64); n > 0 {
+		r.added(int(n))
+	}
+	rep.jumped = r.see(epoch, seq, now)
 	return rep, nil
 }
 
-// scriptKeys are the KEYS of a script on key: its hash, the key index and
-// the index's sweep cursor.
+// scriptKeys are the KEYS of a script on key: its hash, the table's key
+// index, its record and its grace marker (lua/prelude.lua).
 func (r *Redis) scriptKeys(key string) []string {
-	return []string{r.cfg.KeyPrefix + key, r.keys, r.sweep}
+	return []string{r.cfg.KeyPrefix + key, r.keys, r.table, r.grace}
 }
 
 // newGen returns a fresh generation: random, positive, never 0 (no key).
@@ -343,7 +386,7 @@ func (r *Redis) Get(ctx context.Context, key string) (conflict.State, bool, erro
 	if err := r.check(); err != nil {
 		return conflict.State{}, false, err
 	}
-	rep, err := r.run(ctx, readScript, key, "", r.lifeMS)
+	rep, err := r.run(ctx, readScript, key, r.ttlUS)
 	if err != nil {
 		return conflict.State{}, false, err
 	}
@@ -353,7 +396,8 @@ func (r *Redis) Get(ctx context.Context, key string) (conflict.State, bool, erro
 }
 
 // ReadStart implements Store: the token is the key's generation as this
-// node knows it (0: unknown, the read will not be recorded).
+// node knows it (0: unknown, the read will not be recorded), or
+// absentToken when Redis holds nothing for the key.
 func (r *Redis) ReadStart(key string) ReadToken {
 	if e := r.nearGet(key); e != nil {
 		return ReadToken(e.gen)
@@ -363,17 +407,32 @@ func (r *Redis) ReadStart(key string) ReadToken {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
 	defer cancel()
-	rep, err := r.run(ctx, readScript, key, genArg(newGen()), r.lifeMS)
+	rep, err := r.run(ctx, readScript, key, r.ttlUS)
 	if err != nil {
 		return 0
 	}
+	if rep.gen == 0 {
+		return absentToken
+	}
 	return ReadToken(r.learn(key, rep, true).gen)
 }
+
+// absentToken is the token of a read of a key Redis did not hold: the read
+// is recorded only if the key is still absent when it ends, and only if it
+// found the resource (a 404 of a key nobody wrote stores nothing, so reads
+// of random paths cost Redis no memory).
+const absentToken ReadToken = -1
 
 // Observe implements Store.
 func (r *Redis) Observe(ctx context.Context, key string, tok ReadToken, version string, missing bool) (bool, error) {
 	if r.closed.Load() {
 		return false, ErrClosed
+	}
+	if tok == absentToken {
+		if missing {
+			return false, nil
+		}
+		return r.observe(ctx, key, "absent", conflict.State{}.Observed(version), conflict.State{}.Observed(version))
 	}
 	if tok <= 0 {
 		return false, nil
@@ -399,16 +458,13 @@ func (r *Redis) Observe(ctx context.Context, key string, tok ReadToken, version 
 		if err := r.check(); err != nil {
 			return false, err
 		}
-		rep, err := r.run(ctx, readScript, key, "", r.lifeMS)
+		rep, err := r.run(ctx, readScript, key, r.ttlUS)
 		if err != nil {
 			return false, err
 		}
 		if e = r.learn(key, rep, false); e.gen != int64(tok) {
 			return false, nil
 		}
-	}
-	if err := r.check(); err != nil {
-		return false, err
 	}
 	var live, dead conflict.State
 	if missing {
@@ -419,7 +475,16 @@ func (r *Redis) Observe(ctx context.Context, key string, tok ReadToken, version 
 	if !e.found {
 		live = dead
 	}
-	rep, err := r.run(ctx, observeScript, key, genArg(int64(tok)), encodeState(live), encodeState(dead),
+	return r.observe(ctx, key, genArg(int64(tok)), live, dead)
+}
+
+// observe runs the observe script: live is the new state if the key's is
+// still trusted, dead if not.
+func (r *Redis) observe(ctx context.Context, key, gen string, live, dead conflict.State) (bool, error) {
+	if err := r.check(); err != nil {
+		return false, err
+	}
+	rep, err := r.run(ctx, observeScript, key, gen, encodeState(live), encodeState(dead),
 		genArg(newGen()), r.ttlUS, r.lifeMS)
 	if err != nil {
 		return false, err

@@ -33,9 +33,13 @@ func (r *Redis) Claim(ctx context.Context, key string, timeout time.Duration) (L
 	}
 	ls := &redisLease{r: r, key: key, gate: g, token: newToken()}
 	backoff := minClaimPoll
+	var takeover string // the holder this node watched make no progress for a lease
+	var renewals int64
 	for {
 		wake := r.waitFor(key)
-		rep, err := r.run(ctx, claimScript, key, ls.token, r.leaseUS, r.ttlUS, genArg(newGen()), r.lifeMS)
+		sent := r.now()
+		rep, err := r.run(ctx, claimScript, key, ls.token, r.leaseUS, r.ttlUS, genArg(newGen()), r.lifeMS,
+			takeover, strconv.FormatInt(renewals, 10))
 		if err != nil {
 			r.unwait(key, wake)
 			r.gates.release(key, g)
@@ -45,12 +49,20 @@ func (r *Redis) Claim(ctx context.Context, key string, timeout time.Duration) (L
 			return nil, Snapshot{}, err
 		}
 		e := r.learn(key, rep, false)
-		snap := Snapshot{State: e.state, Found: e.found}
+		snap := Snapshot{State: e.state, Found: e.found, Dropped: rep.dropped, Recent: rep.dropped}
 		if rep.code == 1 {
 			r.unwait(key, wake)
+			r.watches.forget(key)
 			r.count(e.found)
+			ls.held(sent)
 			ls.renewLater()
 			return ls, snap, nil
+		}
+		// Another claim holds the key: watch it on this node's clock.
+		ripe := r.watches.see(key, rep.holder, rep.renewals, r.now(), int64(r.cfg.Lease))
+		if ripe <= 0 {
+			takeover, renewals = rep.holder, rep.renewals
+			continue // it made no progress for a whole lease: take it over
 		}
 		left := time.Until(deadline)
 		if timeout <= 0 || left <= 0 {
@@ -60,7 +72,8 @@ func (r *Redis) Claim(ctx context.Context, key string, timeout time.Duration) (L
 		}
 		// The holder's commit is published; the lease's end and the
 		// backoff cover a notification that got lost.
-		wait := min(backoff, time.Duration(rep.leaseEnd)*time.Microsecond+time.Millisecond, left)
+		hint := max(time.Duration(rep.leaseEnd)*time.Microsecond, time.Duration(ripe))
+		wait := min(backoff, hint+time.Millisecond, left)
 		backoff = min(backoff*2, maxClaimPoll)
 		t := time.NewTimer(wait)
 		select {
@@ -78,6 +91,57 @@ func (r *Redis) Claim(ctx context.Context, key string, timeout time.Duration) (L
 			return nil, Snapshot{}, err
 		}
 	}
+}
+
+// watches are the claims of other nodes that this node watches while its
+// writes wait: a claim is taken over only after the watcher saw it make no
+// progress (the same token and renewal count) for a whole lease, measured
+// on the watcher's monotonic clock. A watch outlives the write that began
+// it (the next write of the key goes on watching), and is forgotten when
+// the node gets the claim or, unused, after two leases.
+type watches struct {
+	mu sync.Mutex
+	m  map[string]watch
+}
+
+type watch struct {
+	holder   string
+	renewals int64
+	since    int64 // Redis.now() when this node first saw holder at renewals
+	last     int64 // Redis.now() when last seen
+}
+
+// maxWatches bounds the watches map; beyond it, stale watches are swept.
+const maxWatches = 4096
+
+// see records that key's claim is holder at renewals, and returns how long
+// (ns) until the node may take it over; <= 0: now.
+func (ws *watches) see(key, holder string, renewals, now, lease int64) int64 {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.m == nil {
+		ws.m = make(map[string]watch)
+	}
+	w, ok := ws.m[key]
+	if !ok || w.holder != holder || w.renewals != renewals {
+		if !ok && len(ws.m) >= maxWatches {
+			for k, o := range ws.m {
+				if now-o.last > 2*lease {
+					delete(ws.m, k)
+				}
+			}
+		}
+		w = watch{holder: holder, renewals: renewals, since: now}
+	}
+	w.last = now
+	ws.m[key] = w
+	return lease - (now - w.since)
+}
+
+func (ws *watches) forget(key string) {
+	ws.mu.Lock()
+	delete(ws.m, key)
+	ws.mu.Unlock()
 }
 
 // Polling bounds of a write waiting for another node's claim.
@@ -124,7 +188,7 @@ func (r *Redis) wake(key string) {
 func (r *Redis) listen(released <-chan *redis.Message) {
 	defer close(r.subDone)
 	for m := range released {
-		r.wake(m.Payload)
+		r.wake(r.heard(m.Payload))
 	}
 }
 

@@ -110,29 +110,26 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 		if len(keys) == 0 {
 			break
 		}
-		cmds := make([]*redis.Cmd, len(keys))
-		pipe := r.client.Pipeline()
-		for j, k := range keys {
-			cmds[j] = readScript.Eval(ctx, pipe, r.scriptKeys(k), "", r.lifeMS)
+		cmds, err := r.readAll(ctx, keys)
+		if err != nil {
+			return nil, "", err
 		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return nil, "", r.failed(ctx, err)
-		}
-		var gone []any
+		var gone []string
 		for j, cmd := range cmds {
-			v, _ := cmd.Slice()
-			if len(v) != 6 {
+			v, err := cmd.Result()
+			if err != nil {
 				continue
 			}
-			if g, _ := v[1].(string); g == "" {
+			rep, err := r.parse(v)
+			if err != nil {
+				continue
+			}
+			if rep.gen == 0 {
 				gone = append(gone, keys[j]) // expired: no generation left
 				continue
 			}
-			st, _ := v[2].(string)
-			u, _ := v[3].(string)
-			age, _ := v[4].(int64)
-			s, err := decodeState(st, u)
-			if err != nil || age < 0 || age >= r.ttlUS {
+			s, err := decodeState(rep.st, rep.u)
+			if err != nil || rep.age < 0 || rep.age >= r.ttlUS {
 				continue
 			}
 			if len(items) <= limit {
@@ -141,7 +138,7 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 		}
 		if len(gone) > 0 {
 			// Not needed for the answer: an error only leaves them for later.
-			_ = pruneScript.Run(ctx, r.client, []string{r.keys}, gone...).Err()
+			_ = r.prune(ctx, gone)
 		}
 		if len(keys) < listBatch {
 			break
@@ -149,4 +146,29 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 		from = keys[len(keys)-1] + "\x00"
 	}
 	return page(items, limit)
+}
+
+// readAll runs the read script on keys in one pipeline of EVALSHA (the
+// script's body is not sent per key); if Redis does not have the script
+// (a restart, a new Cluster shard), it is loaded and the pipeline retried.
+func (r *Redis) readAll(ctx context.Context, keys []string) ([]*redis.Cmd, error) {
+	args := append([]any{r.ttlUS}, r.tableArgs()...)
+	for attempt := 0; ; attempt++ {
+		cmds := make([]*redis.Cmd, len(keys))
+		pipe := r.client.Pipeline()
+		for j, k := range keys {
+			cmds[j] = readScript.EvalSha(ctx, pipe, r.scriptKeys(k), args...)
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if err := readScript.Load(ctx, r.client).Err(); err != nil {
+				return nil, r.failed(ctx, err)
+			}
+			continue
+		}
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, r.failed(ctx, err)
+		}
+		return cmds, nil
+	}
 }

@@ -8,7 +8,8 @@ import (
 
 // The Lua scripts of the Redis store, one step of the protocol each, in
 // lua/ (each file says what its ARGV are). Every script but prune starts
-// with the prelude: its helpers, the key k and the key index.
+// with the prelude: its helpers, the key k, the table's epoch and the
+// key index.
 var (
 	//go:embed lua/prelude.lua
 	luaPrelude string
@@ -30,6 +31,8 @@ var (
 	luaPurge string
 	//go:embed lua/prune.lua
 	luaPrune string
+	//go:embed lua/epoch.lua
+	luaEpoch string
 )
 
 var (
@@ -51,4 +54,6 @@ var (
 	purgeScript = redis.NewScript(luaPrelude + luaPurge)
 	// pruneScript removes index members whose keys are gone.
 	pruneScript = redis.NewScript(luaPrune)
+	// epochScript starts a new epoch of the table (a clock step was seen).
+	epochScript = redis.NewScript(luaPrelude + luaEpoch)
 )

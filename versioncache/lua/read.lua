@@ -1,15 +1,13 @@
--- read returns the key's generation and state; with ARGV[1] ~= '' it
--- first gives a key without one the generation ARGV[1] (ReadStart).
--- ARGV: 1 new generation or '', 2 key life (ms).
-local now = now_us()
-local h = redis.call('HMGET', k, 'g', 'st', 'u', 'at', 'c', 'ce')
-local g = h[1]
-if not g and ARGV[1] ~= '' then
-  g = ARGV[1]
-  redis.call('HSET', k, 'g', g)
-  redis.call('PEXPIRE', k, ARGV[2])
-  index(ARGV[2])
-end
+-- read returns the key's generation and its trusted state (ReadStart, Get,
+-- List). It creates nothing: a read of a key Redis does not hold stores
+-- nothing, so reads of unseen paths cost Redis no memory.
+-- ARGV: 1 ttl (µs), then the table's four.
+local h = redis.call('HMGET', k, 'g', 'st', 'u', 'at', 'c', 'ce', 'e')
+local st, u, at, e = h[2], h[3], h[4], h[7]
+if not alive(at, e, ARGV[1]) then st = false end
+if e ~= epoch then u = false end
+local a = -1
+if st or u then a = age(at) end
 local left = 0
 if h[5] then left = math.max(tonumber(h[6] or '0') - now, 0) end
-return {1, g or '', h[2] or '', h[3] or '', age(h[4], now), left}
+return result(1, h[1], st, u, a, left, grace and not st and not u)

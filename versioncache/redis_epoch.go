@@ -1,0 +1,226 @@
+package versioncache
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The Redis store's defence against Redis losing data, and against its
+// clock (README "Scaling out", "When Redis fails").
+//
+// Each table has a record, <KeyPrefix>\x00table: a random epoch and a count
+// of the writes stored in it. Every script reads it (no extra round trip)
+// together with the node's view (the epoch it knows and the highest count
+// it saw, from replies and from the release notifications of every node).
+// Redis losing data loses the record (a restart without persistence,
+// FLUSHALL, a failover to an empty replica, eviction): the next script
+// starts a new epoch. A record whose count went back in the epoch the node
+// knows was rolled back (a failover to a replica that lagged, a restart
+// from an older snapshot): a new epoch too. After a new epoch:
+//   - states stored in an earlier epoch are never trusted;
+//   - for a grace period (ttl + lease, <KeyPrefix>\x00grace with PX), a key
+//     without a trusted state is *dropped*: its next write that claims a
+//     version re-reads the upstream first, since it may have been written
+//     through the proxy before the loss.
+//
+// Clocks: ages are Redis TIME compared with Redis TIME, and a write claim is
+// only taken over from a holder that a node watched make no progress (no
+// renewal) for a whole lease on the watcher's own monotonic clock (as
+// Kubernetes leader election does), so no decision rests on two machines'
+// clocks agreeing. Each reply carries Redis's TIME; a node that sees it jump
+// against its own monotonic clock (a step of the Redis host's clock, or a
+// failover to a host with another clock) starts a new epoch, so that no age
+// measured across the jump is trusted.
+
+// Suffixes of the table's record and grace marker (after KeyPrefix).
+const (
+	tableSuffix = "\x00table"
+	graceSuffix = "\x00grace"
+)
+
+// clockSlack is how far Redis's clock may seem to move against the node's
+// own, beyond the call's timeout, before the node calls it a jump.
+const clockSlack = time.Second
+
+// tableView is what a node knows of its table's epoch.
+type tableView struct {
+	mu    sync.Mutex
+	epoch string
+	seq   int64
+	// clock is Redis's TIME minus the node's monotonic clock, in µs, at
+	// the last reply (0: none yet).
+	clock int64
+	// losses counts the new epochs this node saw start (a loss, a
+	// rollback or a clock jump).
+	losses atomic.Uint64
+}
+
+// args returns the last four ARGV of every script: the epoch the node
+// knows, the highest write count it saw, a fresh epoch, the grace (ms).
+func (r *Redis) tableArgs() []any {
+	r.view.mu.Lock()
+	e, s := r.view.epoch, r.view.seq
+	r.view.mu.Unlock()
+	return []any{e, strconv.FormatInt(s, 10), strconv.FormatUint(uint64(newGen()), 36), r.graceMS}
+}
+
+// see takes what a reply says of the table. It reports whether Redis's
+// clock jumped against the node's own since the last reply.
+func (r *Redis) see(epoch string, seq, redisNowUS int64) (jumped bool) {
+	local := r.now() / 1e3
+	off := redisNowUS - local
+	slack := (r.cfg.Timeout + clockSlack).Microseconds()
+	v := &r.view
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if epoch != "" && epoch != v.epoch {
+		if v.epoch != "" {
+			v.losses.Add(1)
+			r.clearNear()
+		}
+		v.epoch, v.seq = epoch, seq
+	} else if seq > v.seq {
+		v.seq = seq
+	}
+	if redisNowUS > 0 {
+		jumped = v.clock != 0 && (off-v.clock > slack || v.clock-off > slack)
+		v.clock = off
+	}
+	return jumped
+}
+
+// heard takes a release notification: "<epoch> <count> <key>".
+func (r *Redis) heard(payload string) (key string) {
+	e, rest, ok := strings.Cut(payload, " ")
+	if !ok {
+		return payload
+	}
+	s, key, ok := strings.Cut(rest, " ")
+	if !ok {
+		return payload
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		v := &r.view
+		v.mu.Lock()
+		switch {
+		case v.epoch == "":
+			v.epoch, v.seq = e, n // a node that has not asked yet learns the epoch
+		case e == v.epoch && n > v.seq:
+			v.seq = n
+		}
+		v.mu.Unlock()
+	}
+	return key
+}
+
+// Losses counts the new epochs this node saw start: Redis lost data, was
+// rolled back, or its clock jumped.
+func (r *Redis) Losses() uint64 { return r.view.losses.Load() }
+
+// clearNear empties the near-cache: what it knows is of another epoch.
+func (r *Redis) clearNear() {
+	r.guard.RLock()
+	if !r.closed.Load() {
+		r.near.Clear()
+	}
+	r.guard.RUnlock()
+}
+
+// The key index's sweep: every key a script adds to the index has the node
+// check two members at a cursor that walks the index round and round, so
+// that the index holds at most about twice the live keys. It runs in the
+// background, one batch at a time, each key it checks declared to Redis.
+type sweeper struct {
+	mu      sync.Mutex
+	pending int
+	running bool
+	cursor  string
+}
+
+// sweepBatch bounds the members one sweep round trip checks.
+const sweepBatch = 128
+
+// added notes n keys new to the index and starts a sweep if none runs and
+// enough are pending (a round trip checks up to sweepBatch members).
+func (r *Redis) added(n int) {
+	if n <= 0 {
+		return
+	}
+	s := &r.sweeper
+	s.mu.Lock()
+	s.pending += 2 * n
+	if s.running || s.pending < sweepBatch/2 {
+		s.mu.Unlock()
+		return
+	}
+	s.running = true
+	s.mu.Unlock()
+	go r.sweep()
+}
+
+func (r *Redis) sweep() {
+	s := &r.sweeper
+	for {
+		s.mu.Lock()
+		n := min(s.pending, sweepBatch)
+		s.pending -= n
+		from := s.cursor
+		if n == 0 || r.closed.Load() {
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		next, err := r.sweepFrom(from, n)
+		s.mu.Lock()
+		if err != nil {
+			s.pending = 0 // Redis is down: the next keys added start again
+		}
+		s.cursor = next
+		s.mu.Unlock()
+	}
+}
+
+// sweepFrom checks up to n members after from and prunes those whose keys
+// are gone; it returns the next cursor ("" after the last member).
+func (r *Redis) sweepFrom(from string, n int) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
+	defer cancel()
+	lo := "-"
+	if from != "" {
+		lo = "(" + from
+	}
+	ms, err := r.client.ZRangeByLex(ctx, r.keys, &redis.ZRangeBy{Min: lo, Max: "+", Count: int64(n)}).Result()
+	if err != nil || len(ms) == 0 {
+		return "", err
+	}
+	if err := r.prune(ctx, ms); err != nil {
+		return from, err
+	}
+	if len(ms) < n {
+		return "", nil
+	}
+	return ms[len(ms)-1], nil
+}
+
+// prune removes the members whose keys are gone from the index.
+func (r *Redis) prune(ctx context.Context, members []string) error {
+	keys := make([]string, 1, len(members)+1)
+	keys[0] = r.keys
+	args := make([]any, len(members))
+	for i, m := range members {
+		keys = append(keys, r.cfg.KeyPrefix+m)
+		args[i] = m
+	}
+	if err := pruneScript.Run(ctx, r.client, keys, args...).Err(); err != nil {
+		return fmt.Errorf("versioncache: redis: prune the key index: %w", err)
+	}
+	return nil
+}
