@@ -245,6 +245,17 @@ func (x *exchange) forward() error {
 		_, err := x.send()
 		return err
 	}
+	if !versioncache.Held(x.lease) {
+		// This node stalled (or could not renew its claim) for most of a
+		// lease: another node may have taken the claim over and written
+		// since, so what was decided here is no longer safe to send
+		// (README "When Redis fails"). The client may retry.
+		x.committed = true
+		x.lease.Release()
+		if x.reject(conflict.WriteInProgress()) {
+			return x.gone
+		}
+	}
 	ctx := r.Context()
 	based := basedOn(x.state, x.pre)
 	ow, err := x.send()
