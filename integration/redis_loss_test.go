@@ -33,6 +33,9 @@ type ledger struct {
 	applied []ledgerWrite
 	hold    chan struct{} // when set, writes wait for it (after arrival)
 	arrived atomic.Int64
+	// holdReads, when set, makes reads wait for it (after counting them)
+	holdReads chan struct{}
+	reads     atomic.Int64
 }
 
 type ledgerWrite struct {
@@ -56,6 +59,10 @@ func (l *ledger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
+		l.reads.Add(1)
+		if l.holdReads != nil {
+			<-l.holdReads
+		}
 		l.mu.Lock()
 		v := l.value[p]
 		l.mu.Unlock()
@@ -324,4 +331,63 @@ func TestRedisNodeFrozenMidWrite(t *testing.T) {
 		t.Fatalf("write based on v2: %v %d %s", err, ok.StatusCode, ok.body)
 	}
 	l.check(t, map[string]bool{"fresh": true, "ok": true})
+}
+
+// TestRedisStalledNodeDoesNotSend: node a freezes (SIGSTOP) after taking a
+// key's claim but before forwarding its write (its preflight read is at the
+// upstream), for longer than its lease. Node b takes the claim over and
+// writes. When a wakes, its claim may be gone: it does not send the write
+// it decided before the freeze, and answers write-in-progress instead.
+func TestRedisStalledNodeDoesNotSend(t *testing.T) {
+	rds := backends.StartRedis(t)
+	l, up := startLedger(t)
+	s := redisSite("\t\tlock_timeout 10s\n\t\tpreflight", "\t\t\taddress "+rds.Addr()+"\n\t\t\tlease 1s", up)
+	a, b := startNode(t, s), startNode(t, s)
+	client := counterClient(false)
+
+	hold := make(chan struct{})
+	l.holdReads = hold
+	aDone := make(chan sent, 1)
+	go func() {
+		r, err := send(client, http.MethodPut, a.url+"/doc", `{"value":1}`, map[string]string{"If-Match": `"v0"`, "X-Request-Id": "a"})
+		if err != nil {
+			t.Error(err)
+		}
+		aDone <- r
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for l.reads.Load() == 0 { // a holds the claim and asks the upstream first (preflight)
+		if time.Now().After(deadline) {
+			t.Fatal("node a's preflight read never reached the upstream")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer a.cmd.Process.Signal(syscall.SIGCONT)
+	close(hold)
+	r, err := send(client, http.MethodPut, b.url+"/doc", `{"value":1}`, map[string]string{"If-Match": `"v0"`, "X-Request-Id": "b"})
+	if err != nil || r.StatusCode != http.StatusNoContent {
+		t.Fatalf("b's write after taking a's claim over: %v %d %s", err, r.StatusCode, r.body)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	var ar sent
+	select {
+	case ar = <-aDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("node a did not answer after SIGCONT")
+	}
+	if ar.Response == nil || ar.StatusCode != http.StatusConflict || !strings.Contains(ar.body, "write-in-progress") {
+		t.Fatalf("a's write after the freeze: %+v, want 409 write-in-progress", ar)
+	}
+	if ar.Header.Get("Retry-After") == "" {
+		t.Error("write-in-progress without Retry-After")
+	}
+	if n := l.arrived.Load(); n != 1 {
+		t.Errorf("%d writes reached the upstream, want only b's", n)
+	}
+	l.check(t, map[string]bool{"b": true})
 }
