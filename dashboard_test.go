@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 const dashboardFile = "docs/grafana-dashboard.json"
@@ -74,7 +73,7 @@ func TestDashboardMetricsCatchUnknownNames(t *testing.T) {
 
 // gatherMetrics registers the module's collectors into a fresh registry,
 // as a Caddy configuration does, and returns the gathered families by name.
-func gatherMetrics(t *testing.T) map[string]*dto.MetricFamily {
+func gatherMetrics(t *testing.T) map[string]family {
 	t.Helper()
 	// These vectors have no series until their first event: create the
 	// ones a fresh Caddy with the defaults would count first (normalize 409,
@@ -91,11 +90,26 @@ func gatherMetrics(t *testing.T) map[string]*dto.MetricFamily {
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}
-	families := map[string]*dto.MetricFamily{}
+	families := map[string]family{}
 	for _, f := range gathered {
-		families[f.GetName()] = f
+		fam := family{typ: f.GetType().String()}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			fam.series = append(fam.series, labels)
+		}
+		families[f.GetName()] = fam
 	}
 	return families
+}
+
+// family is what the check needs of a gathered metric family: its type
+// (COUNTER, GAUGE, HISTOGRAM, SUMMARY, ...) and each series' labels.
+type family struct {
+	typ    string
+	series []map[string]string
 }
 
 // dashboardExpressions returns the PromQL of every panel target and of the
@@ -177,7 +191,7 @@ func dashboardExpressions(t *testing.T) []string {
 	return exprs
 }
 
-func checkExpression(t *testing.T, families map[string]*dto.MetricFamily, expr string) {
+func checkExpression(t *testing.T, families map[string]family, expr string) {
 	t.Helper()
 	for _, p := range expressionProblems(families, expr) {
 		t.Errorf("%s\nin: %s", p, expr)
@@ -187,23 +201,23 @@ func checkExpression(t *testing.T, families map[string]*dto.MetricFamily, expr s
 // expressionProblems lists what in expr the gathered families do not have:
 // metric names (a histogram's _bucket, _sum and _count are its own name),
 // labels in matchers and in by/without, and plain matcher values.
-func expressionProblems(families map[string]*dto.MetricFamily, expr string) []string {
+func expressionProblems(families map[string]family, expr string) []string {
 	var problems []string
 	labels := map[string]map[string]bool{} // label -> its values, over the expression's metrics
 	buckets := false
 	for _, name := range promMetric.FindAllString(expr, -1) {
-		f := familyOf(families, name)
-		if f == nil {
+		f, ok := familyOf(families, name)
+		if !ok {
 			problems = append(problems, "unknown metric "+name)
 			continue
 		}
 		buckets = buckets || strings.HasSuffix(name, "_bucket")
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] == nil {
-					labels[l.GetName()] = map[string]bool{}
+		for _, series := range f.series {
+			for name, value := range series {
+				if labels[name] == nil {
+					labels[name] = map[string]bool{}
 				}
-				labels[l.GetName()][l.GetValue()] = true
+				labels[name][value] = true
 			}
 		}
 	}
@@ -239,28 +253,23 @@ func expressionProblems(families map[string]*dto.MetricFamily, expr string) []st
 
 // familyOf finds the family a queried name belongs to: the name itself, or
 // the histogram (or summary) whose _bucket, _sum or _count it is.
-func familyOf(families map[string]*dto.MetricFamily, name string) *dto.MetricFamily {
+func familyOf(families map[string]family, name string) (family, bool) {
 	if f, ok := families[name]; ok {
-		return f
+		return f, true
 	}
 	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
 		base, ok := strings.CutSuffix(name, suffix)
 		if !ok {
 			continue
 		}
-		f := families[base]
-		if f == nil {
-			return nil
+		f, ok := families[base]
+		switch {
+		case !ok:
+			return family{}, false
+		case f.typ == "HISTOGRAM", f.typ == "SUMMARY" && suffix != "_bucket":
+			return f, true
 		}
-		switch f.GetType() {
-		case dto.MetricType_HISTOGRAM:
-			return f
-		case dto.MetricType_SUMMARY:
-			if suffix != "_bucket" {
-				return f
-			}
-		}
-		return nil
+		return family{}, false
 	}
-	return nil
+	return family{}, false
 }
