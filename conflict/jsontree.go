@@ -11,6 +11,14 @@ import (
 // The parsed JSON documents of the merge help: a tree that keeps the order
 // of object members, so that patches and merged documents read like the
 // upstream's own.
+//
+// Why hand-written: encoding/json decodes objects into maps (member order
+// lost, numbers turned into float64, so 12345678901234567890 and 1.10 come
+// back changed), and the RFC 7396 libraries (evanphx/json-patch among them)
+// work on such maps or re-marshal whole documents per step. A rebased PUT
+// is forwarded to the upstream as a document: it must keep the client's
+// member order and number literals byte for byte. FuzzMergePatch checks this
+// tree's RFC 7396 against evanphx/json-patch as an independent oracle.
 
 // ErrNotJSON is returned for a document that is not valid JSON.
 var ErrNotJSON = errors.New("conflict: not a valid JSON document")
