@@ -272,6 +272,7 @@ func TestMethodOverride(t *testing.T) {
 	doc["title"] = "lost?"
 	expectProblem(t, do(t, nil, "POST", "/articles/1", doc, "X-HTTP-Method-Override: PUT", "If-Match: "+e1), 409, "stale-version")
 	expectProblem(t, do(t, nil, "POST", "/articles/1", doc, "X-HTTP-Method: PUT", "If-Match: "+e1), 409, "stale-version")
+	expectProblem(t, do(t, nil, "POST", "/articles/1", doc, "X-Method-Override: put", "If-Match: "+e1), 409, "stale-version")
 	if rec, _ := api.Record("articles", "1"); rec["title"] != "first" {
 		t.Fatalf("a stale overridden PUT was applied: %v", rec)
 	}
@@ -407,8 +408,11 @@ func TestBrowserCrossOrigin(t *testing.T) {
 }
 
 // TestVariants: a resource served as JSON and as XML (Vary: Accept, an
-// ETag per variant): reading one variant never makes a writer holding the
-// other's current ETag get a 409.
+// ETag per variant). Each variant read since the last write is current:
+// reading one variant never makes a writer holding the other's current ETag
+// get a 409; a write through the proxy supersedes every variant, so a writer
+// holding an old ETag of either gets stale-version; a new version of one
+// variant replaces only that variant's.
 func TestVariants(t *testing.T) {
 	var rev atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -431,11 +435,56 @@ func TestVariants(t *testing.T) {
 	}))
 	defer up.Close()
 	startCaddy(t, site("conflict", strings.TrimPrefix(up.URL, "http://")))
-	eX := do(t, nil, "GET", "/doc", nil, "Accept: application/xml").header.Get("ETag")
-	do(t, nil, "GET", "/doc", nil, "Accept: application/json") // another client reads the other variant
-	if p := do(t, nil, "PUT", "/doc", "<doc/>", "Content-Type: application/xml", "If-Match: "+eX); p.status != 204 {
-		t.Fatalf("PUT with the XML variant's current ETag after a JSON read: %d %s", p.status, p.body)
+	xml, json := "Accept: application/xml", "Accept: application/json"
+	etag := func(accept string) string {
+		t.Helper()
+		r := do(t, nil, "GET", "/doc", nil, accept)
+		if r.status != 200 || r.header.Get("ETag") == "" {
+			t.Fatalf("GET %s: %d, ETag %q", accept, r.status, r.header.Get("ETag"))
+		}
+		return r.header.Get("ETag")
 	}
-	// The write superseded the version it was based on.
-	expectProblem(t, do(t, nil, "PUT", "/doc", "<doc/>", "Content-Type: application/xml", "If-Match: "+eX), 409, "stale-version")
+	put := func(tag string) response {
+		t.Helper()
+		return do(t, nil, "PUT", "/doc", "<doc/>", "Content-Type: application/xml", "If-Match: "+tag)
+	}
+	checkHolds := func(what, tag string) {
+		t.Helper()
+		if p := put(tag); p.status != 204 {
+			t.Fatalf("%s: PUT with If-Match %s: %d %s", what, tag, p.status, p.body)
+		}
+	}
+
+	x0 := etag(xml)
+	j0 := etag(json) // another client reads the other variant
+	// Both variants' ETags are current: a writer holding either one passes.
+	// The first write (with the XML ETag) supersedes both.
+	checkHolds("XML's current ETag after a JSON read", x0)
+	expectProblem(t, put(x0), 409, "stale-version")
+	expectProblem(t, put(j0), 409, "stale-version")
+
+	x1 := etag(xml)
+	j1 := etag(json)
+	checkHolds("JSON's current ETag after both were read", j1)
+	// That write superseded the XML variant's version too: a stale writer
+	// holding the XML ETag it read before the write is refused.
+	p := expectProblem(t, put(x1), 409, "stale-version")
+	if pv, _ := p["provided_versions"].([]any); len(pv) != 1 || pv[0] != x1 {
+		t.Errorf("provided_versions = %v, want [%s]", p["provided_versions"], x1)
+	}
+
+	// Read both variants, then the upstream moves behind the proxy's back
+	// and only the JSON variant is read again: its new ETag replaces only
+	// JSON's; the XML ETag read before stays current (the proxy cannot know
+	// it moved), the old JSON ETag is stale.
+	x2 := etag(xml)
+	j2 := etag(json)
+	rev.Add(1)
+	j3 := etag(json)
+	if j3 == j2 {
+		t.Fatalf("the upstream did not move: %s", j3)
+	}
+	expectProblem(t, put(j2), 409, "stale-version")
+	checkHolds("the XML ETag read before a new JSON version", x2)
+	expectProblem(t, put(j3), 409, "stale-version") // superseded by that write
 }
