@@ -46,8 +46,9 @@ local function new_epoch(lost)
   if lost then start_grace() end
 end
 if not epoch then
-  -- Lost, or the table's first use: a node that knew an epoch tells.
-  new_epoch(known_e ~= '')
+  -- Lost, or the table's first use: a node that knew an epoch tells, and
+  -- so does a key index left by a version of the store without the record.
+  new_epoch(known_e ~= '' or redis.call('EXISTS', KEYS[2]) == 1)
 elseif epoch == known_e and seq < known_s then
   new_epoch(true)
 elseif known_e ~= '' and epoch ~= known_e and not rec[3] then
