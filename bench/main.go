@@ -7,10 +7,18 @@
 // Caddy process per configuration, and drives them with wrk (Debian package wrk) and the Lua scripts in
 // bench/wrk. Configurations:
 //
-//	A       reverse_proxy
-//	B       conflict + reverse_proxy (defaults: memory store, cache_size 64MiB)
-//	A-gzip  encode gzip + reverse_proxy
-//	C       encode gzip + conflict + reverse_proxy
+//	A        reverse_proxy
+//	B        conflict + reverse_proxy (defaults: memory store, cache_size 64MiB)
+//	A-gzip   encode gzip + reverse_proxy
+//	C        encode gzip + conflict + reverse_proxy
+//	json     conflict { version json /version } (GETs of 1 KiB and 64 KiB documents, the field last)
+//	hash     conflict { version hash } (the same GETs)
+//	history  conflict { history 8 16MiB; merge auto }
+//	guards   conflict { guard parent; guard children; guard reference /ref /docs/{value} }
+//	redis    conflict { store redis { address <a local redis-server the command starts> } }
+//
+// Each configuration runs the workloads that concern it (workload.on); every one is compared with A
+// (C with A-gzip). The chart of the ratios is written as SVG with -svg.
 //
 // Runs are interleaved: each round runs every workload on every configuration, in an order that rotates
 // from round to round, so that machine noise hits all of them alike; ratios are taken within a round and
@@ -51,11 +59,13 @@ var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}, T
 // Ids of the documents each workload uses. Writes of different configurations go to disjoint ids: the
 // upstream is shared, and a write by A behind B's back would make B's versions stale.
 const (
-	hotIDs       = 0           // get-hot: 100 ids
-	churnIDs     = 10_000_000  // get-churn: 1M ids
-	fillIDs      = 50_000_000  // memory fill: -fill ids
-	writeIDs     = 100_000_000 // + config index * writeIDs: put
-	contendedIDs = 10_000_000  // + the config's write ids: put-contended
+	hotIDs       = 0                 // get-hot: 100 ids
+	churnIDs     = 10_000_000        // get-churn: 1M ids
+	fillIDs      = 50_000_000        // memory fill: -fill ids
+	kib1IDs      = 1_000_000_000_000 // get-1k: the upstream answers ids from here with 1 KiB documents
+	kib64IDs     = 2_000_000_000_000 // get-64k: 64 KiB documents
+	writeIDs     = 100_000_000       // + config index * writeIDs: put
+	contendedIDs = 10_000_000        // + the config's write ids: put-contended
 )
 
 type config struct {
@@ -63,6 +73,7 @@ type config struct {
 	directive string // what comes before reverse_proxy in the site block
 	baseline  string // the configuration this one is compared with
 	idx       int
+	redis     bool // the directive names {redis}, the local redis-server's address
 
 	port, admin int
 	cmd         *exec.Cmd
@@ -80,6 +91,22 @@ type workload struct {
 	allowed   map[int]bool
 	must409   bool
 	noCompare bool
+	// on lists the configurations the workload runs on (nil: all).
+	on []string
+}
+
+// runsOn reports whether w runs on c.
+func (w *workload) runsOn(c *config) bool { return w.on == nil || slices.Contains(w.on, c.name) }
+
+// configsOf are the configurations w runs on, in b.configs' order.
+func (b *bench) configsOf(w *workload) []*config {
+	var cs []*config
+	for _, c := range b.configs {
+		if w.runsOn(c) {
+			cs = append(cs, c)
+		}
+	}
+	return cs
 }
 
 // run is one wrk run of one workload on one configuration.
@@ -99,6 +126,7 @@ type run struct {
 	hwm                                  int64         // Caddy peak RSS during the run, bytes
 	rssCumulative                        bool
 	load                                 float64
+	redisCmds, redisReads                int64 // Redis commands and read events (round trips) during the run
 }
 
 func (r *run) rps() float64 { return float64(r.requests) / r.seconds }
@@ -130,6 +158,7 @@ type options struct {
 	keep       bool
 	workloads  string
 	configs    string
+	svg        string
 }
 
 func main() {
@@ -146,13 +175,14 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (Caddy logs, scripts)")
 	flag.StringVar(&o.workloads, "workloads", "", "comma-separated workloads to run (default: all)")
 	flag.StringVar(&o.configs, "configs", "", "comma-separated configurations to run (default: all; for profiling)")
+	flag.StringVar(&o.svg, "svg", "", "also write the chart of the ratios to this SVG file")
 	flag.Parse()
 	if o.smoke {
 		if !isSet("rounds") {
 			o.rounds = 1
 		}
 		if !isSet("duration") {
-			o.duration = 2 * time.Second
+			o.duration = time.Second
 		}
 		if !isSet("fill") {
 			o.fill = 5_000
@@ -192,6 +222,7 @@ type bench struct {
 	upAddr   string
 	configs  []*config
 	works    []*workload
+	redis    *redisServer
 	runs     []*run
 	failures []string
 	started  time.Time
@@ -230,6 +261,11 @@ func (b *bench) main(ctx context.Context) error {
 		return err
 	}
 	b.setup()
+	if slices.ContainsFunc(b.configs, func(c *config) bool { return c.redis }) {
+		if err := b.startRedis(); err != nil {
+			return err
+		}
+	}
 	for _, c := range b.configs {
 		if err := b.startCaddy(ctx, c); err != nil {
 			return err
@@ -238,14 +274,16 @@ func (b *bench) main(ctx context.Context) error {
 	if err := b.warmUp(ctx); err != nil {
 		return err
 	}
+	b.checkModes()
 	for round := 1; round <= b.opt.rounds; round++ {
 		for wi, w := range b.works {
 			if b.opt.smoke && w.noCompare {
 				continue
 			}
-			for i := range b.configs {
+			cs := b.configsOf(w)
+			for i := range cs {
 				// Rotate the order from round to round and workload to workload.
-				c := b.configs[(i+round+wi)%len(b.configs)]
+				c := cs[(i+round+wi)%len(cs)]
 				r, err := b.runWrk(ctx, w, c, round, b.opt.duration, w.conns)
 				if err != nil {
 					return err
@@ -270,6 +308,11 @@ func (b *bench) main(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.opt.svg != "" || b.opt.smoke {
+		if err := b.writeChart(); err != nil {
+			return err
+		}
+	}
 	if len(b.failures) > 0 {
 		return fmt.Errorf("%d correctness check(s) failed:\n  %s", len(b.failures), strings.Join(b.failures, "\n  "))
 	}
@@ -285,6 +328,11 @@ func (b *bench) setup() {
 		{name: "B", directive: "conflict", baseline: "A"},
 		{name: "A-gzip", directive: "encode gzip"},
 		{name: "C", directive: "encode gzip\n\tconflict", baseline: "A-gzip"},
+		{name: "json", directive: "conflict {\n\t\tversion json /version\n\t}", baseline: "A"},
+		{name: "hash", directive: "conflict {\n\t\tversion hash\n\t}", baseline: "A"},
+		{name: "history", directive: "conflict {\n\t\thistory 8 16MiB\n\t\tmerge auto\n\t}", baseline: "A"},
+		{name: "guards", directive: "conflict {\n\t\tguard parent\n\t\tguard children\n\t\tguard reference /ref /docs/{value}\n\t}", baseline: "A"},
+		{name: "redis", directive: "conflict {\n\t\tstore redis {\n\t\t\taddress {redis}\n\t\t}\n\t}", baseline: "A", redis: true},
 	}
 	for i, c := range b.configs {
 		c.idx = i + 1
@@ -294,18 +342,24 @@ func (b *bench) setup() {
 	}
 	get := map[int]bool{200: true}
 	put := map[int]bool{200: true, 204: true} // 200: the GET that learns a document's first ETag
+	classic := []string{"A", "B", "A-gzip", "C"}
 	b.works = []*workload{
 		{name: "get-hot", title: "GET, 100 hot keys", script: "get.lua", conns: b.opt.conns, allowed: get,
 			ids: func(*config) (int, int) { return hotIDs, 100 }},
 		{name: "get-hot-1conn", title: "GET, 100 hot keys, 1 connection (latency without queueing)", script: "get.lua", conns: 1,
-			allowed: get, noCompare: true, ids: func(*config) (int, int) { return hotIDs, 100 }},
+			allowed: get, noCompare: true, ids: func(*config) (int, int) { return hotIDs, 100 }, on: classic},
 		{name: "get-churn", title: "GET, random keys among 1M (cache churn)", script: "churn.lua", conns: b.opt.conns,
-			allowed: get, ids: func(*config) (int, int) { return churnIDs, 1_000_000 }},
+			allowed: get, ids: func(*config) (int, int) { return churnIDs, 1_000_000 }, on: append(classic, "redis")},
+		{name: "get-1k", title: "GET of 1 KiB JSON documents, 100 hot keys, the version field last", script: "get.lua", conns: b.opt.conns,
+			allowed: get, ids: func(*config) (int, int) { return kib1IDs, 100 }, on: []string{"A", "B", "json", "hash"}},
+		{name: "get-64k", title: "GET of 64 KiB JSON documents, 100 hot keys, the version field last", script: "get.lua", conns: b.opt.conns,
+			allowed: get, ids: func(*config) (int, int) { return kib64IDs, 100 }, on: []string{"A", "B", "json", "hash"}},
 		{name: "put", title: fmt.Sprintf("PUT with the current If-Match, %d keys in turn", b.opt.putKeys), script: "put.lua",
-			conns: b.opt.conns, allowed: put, ids: func(c *config) (int, int) { return c.idx * writeIDs, b.opt.putKeys }},
+			conns: b.opt.conns, allowed: put, ids: func(c *config) (int, int) { return c.idx * writeIDs, b.opt.putKeys },
+			on: append(classic, "history", "guards", "redis")},
 		{name: "put-contended", title: "PUT with If-Match, 8 keys, retried with the ETag of a 409", script: "put.lua",
 			conns: b.opt.conns, must409: true, allowed: map[int]bool{200: true, 204: true, 409: true},
-			ids: func(c *config) (int, int) { return c.idx*writeIDs + contendedIDs, 8 }},
+			ids: func(c *config) (int, int) { return c.idx*writeIDs + contendedIDs, 8 }, on: append(classic, "redis")},
 	}
 	if b.opt.workloads != "" {
 		b.works = slices.DeleteFunc(b.works, func(w *workload) bool { return !slices.Contains(strings.Split(b.opt.workloads, ","), w.name) })
@@ -397,6 +451,9 @@ func (b *bench) startCaddy(ctx context.Context, c *config) error {
 	if c.directive != "" {
 		directive = "\t" + c.directive + "\n"
 	}
+	if c.redis {
+		directive = strings.ReplaceAll(directive, "{redis}", fmt.Sprintf("127.0.0.1:%d", b.redis.port))
+	}
 	caddyfile := fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	persist_config off
@@ -449,6 +506,9 @@ http://127.0.0.1:%d {
 func (b *bench) warmUp(ctx context.Context) error {
 	for _, c := range b.configs {
 		for _, w := range b.works {
+			if !w.runsOn(c) {
+				continue
+			}
 			switch {
 			case w.name == "get-hot":
 				r, err := b.runWrk(ctx, w, c, 0, time.Second, w.conns)
@@ -536,6 +596,11 @@ func (b *bench) runWrkFrom(ctx context.Context, w *workload, c *config, round in
 		r.rssCumulative = !resetPeakRSS(pid)
 	}
 	cpu0, up0 := cpuTime(pid), cpuTime(b.upstream.Process.Pid)
+	var redis0 redisStats
+	var redisCPU0 time.Duration
+	if c.redis {
+		redis0, redisCPU0 = b.redis.stats(), cpuTime(b.redis.cmd.Process.Pid)
+	}
 
 	var profile chan error
 	if b.opt.cpuprofile != "" && round == 1 {
@@ -555,6 +620,12 @@ func (b *bench) runWrkFrom(ctx context.Context, w *workload, c *config, round in
 	}
 	r.cpu = cpuTime(pid) - cpu0
 	r.pipeCPU = r.cpu + cpuTime(b.upstream.Process.Pid) - up0 + wrk.ProcessState.UserTime() + wrk.ProcessState.SystemTime()
+	if c.redis {
+		// Redis is part of what this configuration costs; its own INFO call is one command of each count.
+		s := b.redis.stats()
+		r.redisCmds, r.redisReads = s.commands-redis0.commands-1, s.reads-redis0.reads-1
+		r.pipeCPU += cpuTime(b.redis.cmd.Process.Pid) - redisCPU0
+	}
 	r.hwm = peakRSS(pid)
 	r.load = loadavgValue()
 	if profile != nil {
@@ -702,6 +773,7 @@ func (b *bench) cleanup() {
 		_ = b.upstream.Process.Kill()
 		_ = b.upstream.Wait()
 	}
+	b.redis.stop()
 	if b.dir != "" {
 		if b.opt.keep || len(b.failures) > 0 {
 			fmt.Fprintf(os.Stderr, "bench: logs and scripts kept in %s\n", b.dir)
@@ -904,43 +976,7 @@ func (b *bench) report() string {
 				us(median(cpu)), us(median(pipe)), mib(b.peak(w, c.name)), statuses(st))
 		}
 	}
-	p("\nRatios and differences within each round, median over rounds (req/s: median and range over rounds;\n")
-	p("B against A, C against A-gzip):\n\n")
-	p("| workload | B/A req/s | B/A by CPU | B−A p50 | B−A p99 | B−A Caddy CPU/req | C/A-gzip req/s | C/A-gzip by CPU | C−(A-gzip) p50 | C−(A-gzip) p99 | C−(A-gzip) Caddy CPU/req |\n")
-	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	ratio := func(x, base *run) float64 { return x.rps() / base.rps() }
-	d50 := func(x, base *run) float64 { return float64((x.p50 - base.p50).Microseconds()) }
-	d99 := func(x, base *run) float64 { return float64((x.p99 - base.p99).Microseconds()) }
-	dcpu := func(x, base *run) float64 {
-		return float64((x.cpuPerRequest() - base.cpuPerRequest()).Nanoseconds()) / 1e3
-	}
-	// With every core busy, throughput is the CPU there is divided by the CPU a request takes: the ratio
-	// of CPU per request (Caddy + upstream + wrk) estimates B/A without the noise of what else runs.
-	byCPU := func(x, base *run) float64 { return float64(base.pipePerRequest()) / float64(x.pipePerRequest()) }
-	cells := func(w *workload, c *config) string {
-		if c == nil {
-			return "| | | | |"
-		}
-		return fmt.Sprintf("%s | %s | %s | %s | %s |", b.spread(w, c, ratio), b.spread(w, c, byCPU),
-			us(b.paired(w, c, d50)), us(b.paired(w, c, d99)), us(b.paired(w, c, dcpu)))
-	}
-	for _, w := range b.works {
-		p("| %s | %s %s\n", w.name, cells(w, b.config("B")), cells(w, b.config("C")))
-	}
-	// Under contention, B and C answer most writes with a quick 409: compare the writes that succeeded.
-	writes := func(x, base *run) float64 { return float64(x.s204) / x.seconds / (float64(base.s204) / base.seconds) }
-	for _, w := range b.works {
-		if !w.must409 {
-			continue
-		}
-		cell := func(c *config) string {
-			if c == nil {
-				return "| | | | |"
-			}
-			return b.spread(w, c, writes) + " | | | | |"
-		}
-		p("| %s, successful writes (204) per second | %s %s\n", w.name, cell(b.config("B")), cell(b.config("C")))
-	}
+	b.ratioTable(p)
 	if churn := b.workload("get-churn"); b.fillRun != nil && churn != nil {
 		base := b.peak(churn, "A")
 		p("\nMemory: %d distinct keys read once each through B (default cache_size 64 MiB) at %.0f req/s: B peak RSS %s "+

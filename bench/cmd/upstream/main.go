@@ -6,6 +6,12 @@
 //	GET|HEAD /docs/{id}  200, a ~600-byte JSON document, ETag "<id>-<version>"
 //	PUT      /docs/{id}  204, the version bumped, the new ETag (If-Match is ignored)
 //
+// Ids from 1e12 up answer larger documents, for the body-version modes: from
+// 1e12 about 1 KiB, from 2e12 about 64 KiB, both a list of items followed, last,
+// by "version":"<id>-<version>" (the ETag's text: `version json /version`
+// then makes the same ETags as the upstream's, and a scanner must read the
+// whole document to find it).
+//
 // Every id from 0 to 2^64-1 exists at version 1; only written ids take
 // memory. The ETag names the id, so a load script can tell which document
 // any response (a 409 from the proxy included) is about.
@@ -85,6 +91,50 @@ func document(b []byte, id, v uint64) []byte {
 	return append(b, "\"}\n"...)
 }
 
+// Sized documents: ids from kib1IDs answer about 1 KiB, from kib64IDs about 64 KiB.
+const (
+	kib1IDs  = 1_000_000_000_000
+	kib64IDs = 2_000_000_000_000
+)
+
+// items are the middle of the sized documents, built once per size.
+var items1, items64 = sizedItems(1 << 10), sizedItems(64 << 10)
+
+func sizedItems(size int) []byte {
+	var b []byte
+	for i := 0; len(b) < size-80; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"name":"item","n":12345}`...)
+	}
+	return b
+}
+
+// sized writes a document of about 1 or 64 KiB whose version field comes last.
+func sized(w http.ResponseWriter, r *http.Request, bp *[]byte, id, v uint64, items []byte) {
+	b := etag((*bp)[:0], id, v)
+	tag := len(b)
+	b = append(b, `{"id":`...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, `,"items":[`...)
+	head := len(b)
+	b = append(b, `],"version":`...)
+	b = append(b, b[:tag]...) // the ETag's text, quoted: a JSON string
+	b = append(b, "}\n"...)
+	*bp = b
+	h := w.Header()
+	h["Etag"] = []string{string(b[:tag])}
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(b) - tag + len(items))}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(b[tag:head])
+		_, _ = w.Write(items)
+		_, _ = w.Write(b[head:])
+	}
+}
+
 func (s *store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rest, ok := strings.CutPrefix(r.URL.Path, "/docs/")
 	id, err := strconv.ParseUint(rest, 10, 64)
@@ -98,6 +148,14 @@ func (s *store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 		v := s.version(id)
+		switch {
+		case id >= kib64IDs:
+			sized(w, r, bp, id, v, items64)
+			return
+		case id >= kib1IDs:
+			sized(w, r, bp, id, v, items1)
+			return
+		}
 		b := etag((*bp)[:0], id, v)
 		tag := len(b)
 		b = document(b, id, v)
