@@ -3,6 +3,8 @@ package conflict
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -184,5 +186,34 @@ func BenchmarkProblemJSON(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		p.JSON()
+	}
+}
+
+// TestProblemTypesDocumented: every kind's type URI under the default
+// problem base leads to a section of docs/problems.md (RFC 9457 section
+// 3.1.1: a type URI should lead to documentation of the problem), and each
+// section states the kind's status.
+func TestProblemTypesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/problems.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(DefaultProblemBase, "/docs/problems.md#") {
+		t.Fatalf("DefaultProblemBase %q does not lead to docs/problems.md", DefaultProblemBase)
+	}
+	sections := map[string]string{}
+	for _, part := range strings.Split("\n"+string(doc), "\n## ")[1:] {
+		title, body, _ := strings.Cut(part, "\n")
+		sections[strings.TrimSpace(title)] = body
+	}
+	for k, info := range kinds {
+		body, ok := sections[string(k)]
+		if !ok {
+			t.Errorf("docs/problems.md has no section %q: %s%s leads nowhere", k, DefaultProblemBase, k)
+			continue
+		}
+		if k != KindUpstreamConflict && !strings.Contains(body, strconv.Itoa(info.status)) {
+			t.Errorf("docs/problems.md, section %s: its status %d is not stated", k, info.status)
+		}
 	}
 }
