@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,7 +17,9 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -30,32 +35,57 @@ const (
 	DefaultRedisAddress = "127.0.0.1:6379"
 )
 
-// RedisStore is the version table shared by several Caddy nodes through one
-// Redis server (5.0 or later; standalone or a primary endpoint, not Redis
-// Cluster). Versions, superseded lists, tombstones and per-key write claims
-// live in Redis; each write's check-and-claim is one Lua script, and a
-// claim's lease frees the key of a node that died mid-write.
+// RedisStore is the version table shared by several Caddy nodes through
+// Redis (5.0 or later): a standalone server or a primary endpoint, a Redis
+// Cluster (cluster), or a primary found through Redis Sentinel (sentinel).
+// Versions, superseded lists, tombstones and per-key write claims live in
+// Redis; each write's check-and-claim is one Lua script, and a claim's
+// lease frees the key of a node that died mid-write. Every key of a table
+// carries one Redis Cluster hash tag, {<key_prefix><version source>}, so
+// that a table's scripts stay in one slot of a Cluster (keyPrefix).
 //
 // The client is github.com/redis/go-redis/v9: the Redis client of the Caddy
 // ecosystem (caddy-storage-redis), with EVALSHA script caching, pub/sub
-// that resubscribes after a reconnect, TLS and ACL users; rueidis's
-// strengths (auto-pipelining, server-assisted client-side caching) buy
-// little here, where the read path costs no round trip by design.
+// that resubscribes after a reconnect, Cluster and Sentinel clients, TLS
+// and ACL users; rueidis's strengths (auto-pipelining, server-assisted
+// client-side caching) buy little here, where the read path costs no round
+// trip by design.
 type RedisStore struct {
-	// Address is host:port of the Redis server. Default 127.0.0.1:6379.
-	// Placeholders such as {env.REDIS_ADDRESS} are replaced.
+	// Address is host:port of the Redis server (default 127.0.0.1:6379),
+	// or of the first seed or sentinel. Placeholders such as
+	// {env.REDIS_ADDRESS} are replaced.
 	Address string `json:"address,omitempty"`
+	// Addresses lists several host:port (instead of Address): the seed
+	// nodes of a Cluster, or the sentinels. Placeholders are replaced.
+	Addresses []string `json:"addresses,omitempty"`
+	// URL is redis://user:password@host:port/db or rediss://... (TLS),
+	// instead of address, username, password and db (read by go-redis's
+	// redis.ParseURL; no query options). Placeholders such as
+	// {env.REDIS_URL} are replaced.
+	URL string `json:"url,omitempty"`
+	// Cluster connects to a Redis Cluster; the addresses are seeds.
+	Cluster bool `json:"cluster,omitempty"`
+	// Sentinel is the master name Redis Sentinel monitors the primary
+	// under; the addresses are then the sentinels.
+	Sentinel string `json:"sentinel,omitempty"`
+	// SentinelUsername and SentinelPassword authenticate to the sentinels
+	// (username and password are for the data nodes). Placeholders are
+	// replaced.
+	SentinelUsername string `json:"sentinel_username,omitempty"`
+	SentinelPassword string `json:"sentinel_password,omitempty"`
 	// Username and Password authenticate (ACL user, or AUTH password
 	// alone). Placeholders are replaced.
 	Username string `json:"username,omitempty"`
 	Password string `json:"password,omitempty"`
-	// DB is the database number.
+	// DB is the database number (0 in a Cluster).
 	DB int `json:"db,omitempty"`
-	// TLS, when present, connects with TLS.
+	// TLS, when present, connects with TLS (a rediss:// url does too).
 	TLS *RedisTLS `json:"tls,omitempty"`
 	// KeyPrefix starts every key this handler stores. Default
 	// "caddy-conflict:"; the version source is appended, so handlers
-	// reading versions differently never share keys.
+	// reading versions differently never share keys, and the two are
+	// wrapped in a hash tag: {caddy-conflict:etag}:<key>. It must not
+	// contain { or }.
 	KeyPrefix string `json:"key_prefix,omitempty"`
 	// Timeout bounds dialing and each read and write. Default 2s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
@@ -74,12 +104,26 @@ type RedisStore struct {
 	// "forward" (passes unchecked, counted in
 	// caddy_conflict_store_errors_total). Reads always pass.
 	OnStoreError string `json:"on_store_error,omitempty"`
+
+	// Set by Provision: the connection settings every table shares, and
+	// what identifies the TLS settings in PoolKey.
+	conn   versioncache.RedisConfig
+	tlsKey string
 }
 
-// RedisTLS configures TLS to Redis.
+// RedisTLS configures TLS to Redis, with the names of reverse_proxy's HTTP
+// transport (Caddyfile: tls_trust_pool, tls_client_auth, tls_server_name,
+// tls_insecure_skip_verify).
 type RedisTLS struct {
+	// CARaw is the pool of trusted CA certificates, a tls.ca_pool.source
+	// module (file, inline, pki_root, ...). Default: the system's roots.
+	CARaw json.RawMessage `json:"ca,omitempty" caddy:"namespace=tls.ca_pool.source inline_key=provider"`
+	// ClientCertificateFile and ClientCertificateKeyFile are PEM files of
+	// a client certificate and its key to present to Redis.
+	ClientCertificateFile    string `json:"client_certificate_file,omitempty"`
+	ClientCertificateKeyFile string `json:"client_certificate_key_file,omitempty"`
 	// ServerName overrides the name checked in Redis's certificate
-	// (default: the address's host).
+	// (default: the host of each address).
 	ServerName string `json:"server_name,omitempty"`
 	// InsecureSkipVerify accepts any certificate (testing only).
 	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
@@ -93,13 +137,47 @@ func (RedisStore) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets the defaults and replaces placeholders.
-func (s *RedisStore) Provision(caddy.Context) error {
+// addrs are the configured addresses: Addresses, or Address alone.
+func (s *RedisStore) addrs() []string {
+	if len(s.Addresses) > 0 {
+		return s.Addresses
+	}
+	if s.Address != "" {
+		return []string{s.Address}
+	}
+	return nil
+}
+
+// Provision sets the defaults, replaces placeholders, and loads the TLS
+// settings (trusted CAs, client certificate).
+func (s *RedisStore) Provision(ctx caddy.Context) error {
 	repl := caddy.NewReplacer()
-	s.Address = repl.ReplaceKnown(s.Address, "")
+	// An address or url that a placeholder left empty is an error, not
+	// the default address.
+	replace := func(name, v string) (string, error) {
+		r := repl.ReplaceKnown(v, "")
+		if v != "" && r == "" {
+			return "", fmt.Errorf("redis: %s: %s is empty", name, v)
+		}
+		return r, nil
+	}
+	var err error
+	if s.Address, err = replace("address", s.Address); err != nil {
+		return err
+	}
+	for i, a := range s.Addresses {
+		if s.Addresses[i], err = replace("address", a); err != nil {
+			return err
+		}
+	}
+	if s.URL, err = replace("url", s.URL); err != nil {
+		return err
+	}
 	s.Username = repl.ReplaceKnown(s.Username, "")
 	s.Password = repl.ReplaceKnown(s.Password, "")
-	if s.Address == "" {
+	s.SentinelUsername = repl.ReplaceKnown(s.SentinelUsername, "")
+	s.SentinelPassword = repl.ReplaceKnown(s.SentinelPassword, "")
+	if len(s.addrs()) == 0 && s.URL == "" && !s.Cluster && s.Sentinel == "" {
 		s.Address = DefaultRedisAddress
 	}
 	if s.KeyPrefix == "" {
@@ -114,10 +192,66 @@ func (s *RedisStore) Provision(caddy.Context) error {
 	if s.OnStoreError == "" {
 		s.OnStoreError = "reject"
 	}
-	return s.Validate()
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	c := versioncache.RedisConfig{
+		Addrs:            s.addrs(),
+		Cluster:          s.Cluster,
+		MasterName:       s.Sentinel,
+		SentinelUsername: s.SentinelUsername,
+		SentinelPassword: s.SentinelPassword,
+		Username:         s.Username,
+		Password:         s.Password,
+		DB:               s.DB,
+	}
+	if s.TLS != nil {
+		if s.tlsKey, c.TLS, err = s.TLS.config(ctx); err != nil {
+			return err
+		}
+	}
+	if s.URL != "" {
+		if err := c.ApplyURL(s.URL); err != nil {
+			return fmt.Errorf("redis: url: %v", strings.TrimPrefix(err.Error(), "versioncache: redis: url: "))
+		}
+		c.Addrs = nil
+	}
+	s.conn = c
+	return nil
+}
+
+// config builds the TLS configuration; key identifies it (PoolKey).
+func (t *RedisTLS) config(ctx caddy.Context) (key string, cfg *tls.Config, err error) {
+	key = fmt.Sprintf("tls|%s|%s|%s|%s|%t", t.CARaw, t.ClientCertificateFile, t.ClientCertificateKeyFile,
+		t.ServerName, t.InsecureSkipVerify)
+	cfg = &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	if t.CARaw != nil {
+		m, err := ctx.LoadModule(t, "CARaw")
+		if err != nil {
+			return "", nil, fmt.Errorf("redis: tls_trust_pool: %v", err)
+		}
+		ca, ok := m.(caddytls.CA)
+		if !ok {
+			return "", nil, fmt.Errorf("redis: tls_trust_pool: module %T is not a certificate pool", m)
+		}
+		pool := ca.CertPool()
+		if pool == nil || pool.Equal(x509.NewCertPool()) {
+			return "", nil, errors.New("redis: tls_trust_pool: no CA certificate found (a PEM file without a CERTIFICATE block?)")
+		}
+		cfg.RootCAs = pool
+	}
+	if t.ClientCertificateFile != "" || t.ClientCertificateKeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.ClientCertificateFile, t.ClientCertificateKeyFile)
+		if err != nil {
+			return "", nil, fmt.Errorf("redis: tls_client_auth: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return key, cfg, nil
 }
 
 // Validate checks the configuration; each error names the sub-directive.
+// Values with placeholders are checked once Provision replaced them.
 func (s *RedisStore) Validate() error {
 	switch {
 	case s.DB < 0:
@@ -128,11 +262,50 @@ func (s *RedisStore) Validate() error {
 		return fmt.Errorf("redis: lease: must be at least 100ms, got %s", time.Duration(s.Lease))
 	case s.OnStoreError != "" && s.OnStoreError != "reject" && s.OnStoreError != "forward":
 		return fmt.Errorf("redis: on_store_error: must be reject or forward, got %q", s.OnStoreError)
+	case strings.ContainsAny(s.KeyPrefix, "{}"):
+		return fmt.Errorf("redis: key_prefix: must not contain { or } (the store adds its own hash tag), got %q", s.KeyPrefix)
+	case s.Address != "" && len(s.Addresses) > 0:
+		return errors.New("redis: address: give address or addresses, not both")
+	case s.Cluster && s.Sentinel != "":
+		return errors.New("redis: cluster: excludes sentinel (a Cluster has no sentinels)")
+	case s.Cluster && s.DB != 0:
+		return fmt.Errorf("redis: db: a Redis Cluster has database 0 only, got %d", s.DB)
+	case s.Sentinel != "" && s.URL != "":
+		return errors.New("redis: sentinel: list the sentinels with address, not url")
+	case s.Sentinel != "" && len(s.addrs()) == 0:
+		return errors.New("redis: sentinel: needs address: the sentinels' host:port")
+	case s.Cluster && len(s.addrs()) == 0 && s.URL == "":
+		return errors.New("redis: cluster: needs address (seed nodes) or url")
+	case (s.SentinelUsername != "" || s.SentinelPassword != "") && s.Sentinel == "":
+		return errors.New("redis: sentinel_username, sentinel_password: only with sentinel")
+	case !s.Cluster && s.Sentinel == "" && len(s.addrs()) > 1:
+		return fmt.Errorf("redis: address: %d addresses need cluster (seeds) or sentinel (sentinels)", len(s.addrs()))
 	}
-	if s.Address != "" && !strings.Contains(s.Address, "{") {
-		if i := strings.LastIndexByte(s.Address, ':'); i <= 0 || i == len(s.Address)-1 {
-			return fmt.Errorf("redis: address: want host:port, got %q", s.Address)
+	if s.URL != "" {
+		switch {
+		case len(s.addrs()) > 0:
+			return errors.New("redis: url: replaces address; give one of them")
+		case s.Username != "" || s.Password != "":
+			return errors.New("redis: url: carries username and password (redis://user:pass@host:port); remove username and password")
+		case s.DB != 0:
+			return errors.New("redis: url: carries the database (redis://host:port/db); remove db")
+		case strings.Contains(s.URL, "{"):
+			// a placeholder: checked once replaced
+		case !strings.HasPrefix(s.URL, "redis://") && !strings.HasPrefix(s.URL, "rediss://"):
+			return errors.New("redis: url: want redis://... or rediss://...")
+		case s.TLS != nil && strings.HasPrefix(s.URL, "redis://"):
+			return errors.New("redis: tls: the url is redis:// (plain); use rediss:// for TLS")
 		}
+	}
+	for _, a := range s.addrs() {
+		if a != "" && !strings.Contains(a, "{") {
+			if i := strings.LastIndexByte(a, ':'); i <= 0 || i == len(a)-1 {
+				return fmt.Errorf("redis: address: want host:port, got %q", a)
+			}
+		}
+	}
+	if t := s.TLS; t != nil && (t.ClientCertificateFile == "") != (t.ClientCertificateKeyFile == "") {
+		return errors.New("redis: tls_client_auth: needs a certificate file and its key file")
 	}
 	return nil
 }
@@ -140,52 +313,54 @@ func (s *RedisStore) Validate() error {
 // RejectOnError implements StoreErrorPolicy.
 func (s RedisStore) RejectOnError() bool { return s.OnStoreError != "forward" }
 
-// PoolKey implements StoreModule: one client per server, database, key
-// space and setting.
+// PoolKey implements StoreModule: one client per topology, server,
+// database, key space and setting.
 func (s RedisStore) PoolKey(o StoreOptions) string {
-	secret := sha256.Sum256([]byte(s.Username + "\x00" + s.Password))
+	secret := sha256.Sum256([]byte(s.Username + "\x00" + s.Password + "\x00" + s.URL + "\x00" +
+		s.SentinelUsername + "\x00" + s.SentinelPassword))
 	tlsMode := "plain"
 	if s.TLS != nil {
-		tlsMode = fmt.Sprintf("tls:%s:%t", s.TLS.ServerName, s.TLS.InsecureSkipVerify)
+		tlsMode = s.tlsKey
+		if tlsMode == "" { // not provisioned
+			tlsMode = fmt.Sprintf("tls|%s|%s|%s|%s|%t", s.TLS.CARaw, s.TLS.ClientCertificateFile,
+				s.TLS.ClientCertificateKeyFile, s.TLS.ServerName, s.TLS.InsecureSkipVerify)
+		}
 	}
-	return fmt.Sprintf("redis|%s|%d|%s|%s|%s|%x|%d|%s|%s|%s|%s", s.Address, s.DB, s.keyPrefix(o.Namespace), o.TTL,
-		o.Namespace, secret[:8], o.CacheSize, tlsMode, time.Duration(s.Timeout), time.Duration(s.Lease),
-		time.Duration(s.NearCache))
+	return fmt.Sprintf("redis|%s|%t|%s|%d|%s|%s|%s|%x|%d|%s|%s|%s|%s", strings.Join(s.addrs(), ","), s.Cluster, s.Sentinel,
+		s.DB, s.keyPrefix(o.Namespace), o.TTL, o.Namespace, secret[:8], o.CacheSize, tlsMode, time.Duration(s.Timeout),
+		time.Duration(s.Lease), time.Duration(s.NearCache))
 }
 
 // keyPrefix is key_prefix followed by the version source, so that handlers
-// with different sources never read each other's versions: etag, hash,
-// last_modified, or header-/json- with a digest of the field or pointer.
+// with different sources never read each other's versions (etag, hash,
+// last_modified, or header-/json- with a digest of the field or pointer),
+// as a Redis Cluster hash tag: {caddy-conflict:etag}:. Every key of the
+// table (its hashes, key index and the store's other keys, all built from
+// this prefix) is then in one slot, as a Cluster needs for the table's
+// scripts, and tables with different prefixes or sources hash apart. The
+// same form serves every topology.
 func (s RedisStore) keyPrefix(namespace string) string {
 	source, rest, _ := strings.Cut(namespace, "|")
 	if strings.Trim(rest, "|") != "" {
 		sum := sha256.Sum256([]byte(rest))
 		source += "-" + hex.EncodeToString(sum[:4])
 	}
-	return s.KeyPrefix + source + ":"
+	return "{" + s.KeyPrefix + source + "}:"
 }
 
 // OpenStore implements StoreModule. Redis need not be up: the store
 // connects on use and applies on_store_error meanwhile.
 func (s RedisStore) OpenStore(ctx caddy.Context, o StoreOptions) (versioncache.Store, error) {
-	cfg := versioncache.RedisConfig{
-		Addr:      s.Address,
-		Username:  s.Username,
-		Password:  s.Password,
-		DB:        s.DB,
-		KeyPrefix: s.keyPrefix(o.Namespace),
-		Timeout:   time.Duration(s.Timeout),
-		Lease:     time.Duration(s.Lease),
-		TTL:       o.TTL,
-		NearBytes: o.CacheSize,
-		NearCache: time.Duration(s.NearCache),
-	}
-	if s.TLS != nil {
-		host := s.TLS.ServerName
-		if host == "" {
-			host = s.Address[:max(strings.LastIndexByte(s.Address, ':'), 0)]
-		}
-		cfg.TLS = &tls.Config{ServerName: host, InsecureSkipVerify: s.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	cfg := s.conn
+	cfg.Addrs = slices.Clone(cfg.Addrs)
+	cfg.KeyPrefix = s.keyPrefix(o.Namespace)
+	cfg.Timeout = time.Duration(s.Timeout)
+	cfg.Lease = time.Duration(s.Lease)
+	cfg.TTL = o.TTL
+	cfg.NearBytes = o.CacheSize
+	cfg.NearCache = time.Duration(s.NearCache)
+	if cfg.Addr == "" && len(cfg.Addrs) == 0 {
+		return nil, errors.New("redis: not provisioned")
 	}
 	redisLogOnce.Do(func() { redis.SetLogger(redisLog{}) })
 	r, err := versioncache.NewRedis(cfg)
@@ -193,6 +368,10 @@ func (s RedisStore) OpenStore(ctx caddy.Context, o StoreOptions) (versioncache.S
 		return nil, err
 	}
 	logger := ctx.Logger()
+	endpoint := zap.Strings("address", s.addrs())
+	if s.URL != "" {
+		endpoint = zap.String("address", cfg.Addr)
+	}
 	go func() {
 		// Advice only: Caddy starts whether Redis answers or not.
 		c, cancel := context.WithTimeout(context.Background(), cfg.Timeout+time.Second)
@@ -201,12 +380,12 @@ func (s RedisStore) OpenStore(ctx caddy.Context, o StoreOptions) (versioncache.S
 			return // caddy validate, or a config replaced at once
 		} else if err != nil {
 			logger.Warn("redis version store not reachable yet; writes get on_store_error until it is",
-				zap.String("address", s.Address), zap.String("on_store_error", s.OnStoreError), zap.Error(err))
+				endpoint, zap.String("on_store_error", s.OnStoreError), zap.Error(err))
 			return
 		}
 		if p, err := r.EvictionPolicy(c); err == nil && p != "noeviction" && p != "" {
 			logger.Warn("Redis may evict version keys (maxmemory-policy "+p+"): an evicted key's writes are forwarded unchecked; use noeviction",
-				zap.String("address", s.Address))
+				endpoint)
 		}
 	}()
 	return r, nil
@@ -232,51 +411,103 @@ func (redisLog) Printf(_ context.Context, format string, v ...any) {
 	l.Warn(strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "))
 }
 
-// UnmarshalCaddyfile sets up the store from Caddyfile tokens. Syntax:
+// UnmarshalCaddyfile sets up the store from Caddyfile tokens. It checks
+// the syntax (arguments, numbers, durations; a sub-directive given twice);
+// what the values mean is checked by Validate. Syntax:
 //
 //	store redis {
-//	    address        <host:port>          # default 127.0.0.1:6379
+//	    address        <host:port> [<host:port>...]  # default 127.0.0.1:6379; several: cluster seeds or sentinels
+//	    url            redis[s]://[user:password@]host:port[/db]  # instead of address, username, password, db
+//	    cluster                              # Redis Cluster; address lists seed nodes
+//	    sentinel       <master_name>         # Redis Sentinel; address lists the sentinels
+//	    sentinel_username <user>
+//	    sentinel_password <password>
 //	    username       <user>
 //	    password       <password>           # placeholders such as {env.REDIS_PASSWORD} work
 //	    db             <number>             # default 0
-//	    tls                                  # or: tls { server_name <name>; insecure_skip_verify }
+//	    tls                                  # TLS with the system's roots; implied by any tls_* and by rediss://
+//	    tls_trust_pool <source> [...]        # trusted CAs, a tls.ca_pool.source module: tls_trust_pool file ca.pem
+//	    tls_client_auth <cert_file> <key_file>
+//	    tls_server_name <name>
+//	    tls_insecure_skip_verify
 //	    key_prefix     <prefix>             # default caddy-conflict:
 //	    timeout        <duration>           # dial, read and write; default 2s
 //	    lease          <duration>           # default 10s
 //	    near_cache     <duration> | off     # default 1s
 //	    on_store_error reject | forward     # default reject
 //	}
+//
+// The tls_* settings may also go in a block, without their tls_ prefix:
+// tls { trust_pool file ca.pem; client_auth c.pem k.pem; server_name n; insecure_skip_verify }.
 func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // "redis"
 	if d.NextArg() {
 		return d.Errf("redis: options go in a block: store redis { address %s }", d.Val())
 	}
+	seen := make(map[string]bool)
+	once := func(name string) error {
+		if seen[name] {
+			return d.Errf("redis: %s: given twice; give it once", name)
+		}
+		seen[name] = true
+		return nil
+	}
 	for d.NextBlock(0) {
 		name := d.Val()
+		if err := once(name); err != nil {
+			return err
+		}
 		if name == "tls" {
-			s.TLS = &RedisTLS{}
+			if s.TLS == nil {
+				s.TLS = &RedisTLS{}
+			}
 			if d.NextArg() {
 				return d.Errf("redis: tls: takes a block, not %q", d.Val())
 			}
 			for d.NextBlock(1) {
-				switch d.Val() {
-				case "server_name":
-					if !d.NextArg() {
-						return d.Errf("redis: tls: server_name needs a name")
-					}
-					s.TLS.ServerName = d.Val()
-				case "insecure_skip_verify":
-					s.TLS.InsecureSkipVerify = true
-				default:
-					return d.Errf("redis: tls: unknown option %q (server_name, insecure_skip_verify)", d.Val())
+				opt := d.Val()
+				if !strings.HasPrefix(opt, "tls_") {
+					opt = "tls_" + opt
 				}
-				if d.NextArg() {
-					return d.Errf("redis: tls: too many arguments")
+				switch opt {
+				case "tls_trust_pool", "tls_client_auth", "tls_server_name", "tls_insecure_skip_verify":
+				default:
+					return d.Errf("redis: tls: unknown option %q (trust_pool, client_auth, server_name, insecure_skip_verify)", d.Val())
+				}
+				if err := once(opt); err != nil {
+					return err
+				}
+				if err := s.unmarshalTLS(d, opt); err != nil {
+					return err
 				}
 			}
 			continue
 		}
+		if strings.HasPrefix(name, "tls_") {
+			if err := s.unmarshalTLS(d, name); err != nil {
+				return err
+			}
+			continue
+		}
 		args := d.RemainingArgs()
+		switch name {
+		case "cluster":
+			if len(args) != 0 {
+				return d.Errf("redis: cluster: takes no argument (list the seed nodes with address)")
+			}
+			s.Cluster = true
+			continue
+		case "address":
+			switch len(args) {
+			case 0:
+				return d.Errf("redis: address: expected host:port")
+			case 1:
+				s.Address = args[0]
+			default:
+				s.Addresses = args
+			}
+			continue
+		}
 		if len(args) != 1 {
 			return d.Errf("redis: %s: expected 1 argument, got %d", name, len(args))
 		}
@@ -290,8 +521,14 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		var err error
 		switch name {
-		case "address":
-			s.Address = arg
+		case "url":
+			s.URL = arg
+		case "sentinel":
+			s.Sentinel = arg
+		case "sentinel_username":
+			s.SentinelUsername = arg
+		case "sentinel_password":
+			s.SentinelPassword = arg
 		case "username":
 			s.Username = arg
 		case "password":
@@ -321,8 +558,49 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	if err := s.Validate(); err != nil {
-		return d.Err(err.Error())
+	return nil
+}
+
+// unmarshalTLS reads one TLS setting, named as reverse_proxy's transport
+// names it (tls_trust_pool, ...), at d's current token.
+func (s *RedisStore) unmarshalTLS(d *caddyfile.Dispenser, name string) error {
+	if s.TLS == nil {
+		s.TLS = &RedisTLS{}
+	}
+	if name == "tls_trust_pool" {
+		if !d.NextArg() {
+			return d.Errf("redis: tls_trust_pool: expected a source, such as tls_trust_pool file <ca.pem>")
+		}
+		source := d.Val()
+		mod, err := caddyfile.UnmarshalModule(d, "tls.ca_pool.source."+source)
+		if err != nil {
+			return d.Errf("redis: tls_trust_pool: %v", err)
+		}
+		if _, ok := mod.(caddytls.CA); !ok {
+			return d.Errf("redis: tls_trust_pool: %s is not a CA pool source", source)
+		}
+		s.TLS.CARaw = caddyconfig.JSONModuleObject(mod, "provider", source, nil)
+		return nil
+	}
+	args := d.RemainingArgs()
+	switch name {
+	case "tls_client_auth":
+		if len(args) != 2 {
+			return d.Errf("redis: tls_client_auth: expected <cert_file> <key_file>, got %d argument(s)", len(args))
+		}
+		s.TLS.ClientCertificateFile, s.TLS.ClientCertificateKeyFile = args[0], args[1]
+	case "tls_server_name":
+		if len(args) != 1 {
+			return d.Errf("redis: tls_server_name: expected a name, got %d argument(s)", len(args))
+		}
+		s.TLS.ServerName = args[0]
+	case "tls_insecure_skip_verify":
+		if len(args) != 0 {
+			return d.Errf("redis: tls_insecure_skip_verify: takes no argument")
+		}
+		s.TLS.InsecureSkipVerify = true
+	default:
+		return d.Errf("redis: unknown option %q (tls_trust_pool, tls_client_auth, tls_server_name, tls_insecure_skip_verify)", name)
 	}
 	return nil
 }
