@@ -440,3 +440,49 @@ func BenchmarkRedisHistoryAdd(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRedisReadPathHistory is a GET's work on a Redis store, hot key:
+// ReadStart and Observe (answered by the near-cache), then, with the
+// shared history, Add of the representation read. rtt/op counts every
+// round trip of the process (the history's worker included); with the
+// same representation read again and again the worker re-sends it at most
+// every historyTouchEvery.
+func BenchmarkRedisReadPathHistory(b *testing.B) {
+	srv := backends.StartRedis(b)
+	body := doc(2<<10, "bench")
+	for _, withHistory := range []bool{false, true} {
+		b.Run(fmt.Sprintf("history=%v", withHistory), func(b *testing.B) {
+			s := newTestRedis(b, srv, RedisConfig{KeyPrefix: fmt.Sprintf("bench-read-%v:", withHistory)})
+			var h *RedisHistory
+			if withHistory {
+				h = newTestHistory(b, s, 8, 16<<20)
+			}
+			ctx := context.Background()
+			const key = "api.test/articles/1"
+			read := func() {
+				tok := s.ReadStart(key)
+				if _, err := s.Observe(ctx, key, tok, `"v1"`, false); err != nil {
+					b.Fatal(err)
+				}
+				if h != nil {
+					h.Add(key, `"v1"`, body)
+				}
+			}
+			read()
+			read()
+			if h != nil {
+				flush(b, h)
+			}
+			before := s.RoundTrips()
+			b.ReportAllocs()
+			for b.Loop() {
+				read()
+			}
+			b.StopTimer()
+			if h != nil {
+				flush(b, h)
+			}
+			reportRoundTrips(b, s, before)
+		})
+	}
+}
