@@ -486,3 +486,44 @@ func BenchmarkRedisReadPathHistory(b *testing.B) {
 		})
 	}
 }
+
+// TestRedisHistoryCluster: in a Redis Cluster (which refuses a script's
+// undeclared keys and keys of several slots), the history's scripts work
+// and its keys are in the slot of the prefix's hash tag.
+func TestRedisHistoryCluster(t *testing.T) {
+	c := backends.StartRedisCluster(t)
+	cfg := RedisConfig{Addrs: c.Addrs(), Cluster: true, KeyPrefix: "{caddy-conflict:etag}:"}
+	a, b := openRedis(t, cfg), openRedis(t, cfg)
+	ha, hb := newTestHistory(t, a, 2, 256<<10), newTestHistory(t, b, 2, 256<<10)
+	ctx := context.Background()
+	ha.Add("api.test/doc", `"v1"`, []byte(`{"v":1}`))
+	flush(t, ha)
+	ha.AddNow(ctx, "api.test/doc", `"v2"`, []byte(`{"v":2}`))
+	ha.AddNow(ctx, "api.test/doc", `"v3"`, []byte(`{"v":3}`)) // evicts v1 (2 per key)
+	for i := range 100 {
+		ha.AddNow(ctx, fmt.Sprintf("api.test/big/%d", i), `"v1"`, doc(8<<10, fmt.Sprint(i))) // beyond the bound
+	}
+	if s := ha.Stats(); s.Failed != 0 || s.Added != 103 || s.Evictions == 0 {
+		t.Fatalf("node a: %+v", s)
+	}
+	got := hb.Lookup(ctx, "api.test/big/99", "v1")
+	if got[0] == nil {
+		t.Fatal("node b does not find the newest representation")
+	}
+	hb.DropKey(ctx, "api.test/big/99")
+	waitFor(t, "node a's near-cache dropped the key", func() bool { _, ok := ha.Local().Get("api.test/big/99", "v1"); return !ok })
+	if s := hb.Stats(); s.Failed != 0 {
+		t.Fatalf("node b: %+v", s)
+	}
+	admin := clusterAdmin(t, c)
+	want, _ := admin.ClusterKeySlot(ctx, "{caddy-conflict:etag}").Result()
+	for _, k := range ha.Keys() {
+		if s, _ := admin.ClusterKeySlot(ctx, k).Result(); s != want {
+			t.Errorf("key %q in slot %d, the table's is %d", k, s, want)
+		}
+	}
+	used, err := ha.UsedBytes(ctx)
+	if err != nil || used > 256<<10 {
+		t.Errorf("counter %d (%v), bound %d", used, err, 256<<10)
+	}
+}
