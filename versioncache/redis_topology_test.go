@@ -394,3 +394,68 @@ func TestRedisTLS(t *testing.T) {
 		t.Fatalf("ApplyURL(redis://): %+v %v", plain, err)
 	}
 }
+
+// redisACL is the ACL SETUSER of README.md's "Redis ACL" (keep the two
+// alike): the commands the store sends, and those its scripts call, on
+// the default key_prefix's keys and channels only.
+var redisACL = []string{"caddy-conflict", "on", ">s3cret", "resetkeys", "~{caddy-conflict:*",
+	"resetchannels", "&{caddy-conflict:*", "-@all",
+	"+evalsha", "+eval", "+time", "+get", "+set", "+del", "+exists", "+pexpire", "+pttl",
+	"+hget", "+hmget", "+hset", "+hdel", "+hincrby", "+hscan", "+hstrlen",
+	"+zadd", "+zrem", "+zrange", "+zrevrange", "+zrangebylex", "+zscore", "+zcard",
+	"+publish", "+subscribe", "+unsubscribe", "+ping", "+hello", "+client|setname", "+select",
+	"+config|get", "+cluster|slots", "+command"}
+
+// TestRedisACL: the store works as a user with just the README's ACL.
+func TestRedisACL(t *testing.T) {
+	srv := backends.StartRedis(t)
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr(), Protocol: 2, DisableIdentity: true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
+	defer admin.Close()
+	args := []any{"ACL", "SETUSER"}
+	for _, a := range redisACL {
+		args = append(args, a)
+	}
+	if err := admin.Do(ctx, args...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := RedisConfig{Addr: srv.Addr(), Username: "caddy-conflict", Password: "s3cret", DB: 1,
+		KeyPrefix: "{caddy-conflict:etag}:"}
+	a, b := openRedis(t, cfg), openRedis(t, cfg)
+	if err := a.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := a.EvictionPolicy(ctx); err != nil || p == "" {
+		t.Fatalf("EvictionPolicy = %q %v", p, err)
+	}
+	commitOn(t, a, "example.com/acl", `"v1"`)
+	l, snap := claimOn(t, b, "example.com/acl")
+	if snap.State.Version != `"v1"` {
+		t.Fatalf("b sees %+v", snap)
+	}
+	l.Release()
+	tok := b.ReadStart("example.com/read")
+	if ok, err := b.Observe(ctx, "example.com/read", tok, `"r"`, false); err != nil || !ok {
+		t.Fatalf("Observe = %v %v", ok, err)
+	}
+	if err := a.Record(ctx, "example.com/rec", conflict.State{Version: `"x"`}); err != nil {
+		t.Fatal(err)
+	}
+	if items, _, err := a.List(ctx, "example.com/", "", 10); err != nil || len(items) != 3 {
+		t.Fatalf("List = %v %v", items, err)
+	}
+	if n, err := a.Purge(ctx, "example.com/", true); err != nil || n != 3 {
+		t.Fatalf("Purge = %d %v", n, err)
+	}
+	if st := a.Stats(); st.Hits+st.Misses == 0 {
+		t.Errorf("Stats %+v", st)
+	}
+	// Nothing else: a key outside the prefix is refused.
+	user := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "caddy-conflict", Password: "s3cret",
+		Protocol: 2, DisableIdentity: true, MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
+	defer user.Close()
+	if err := user.Get(ctx, "other").Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Fatalf("GET other: %v, want NOPERM", err)
+	}
+}
