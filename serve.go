@@ -5,8 +5,11 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -154,14 +157,15 @@ func (h *Handler) serveRead(w http.ResponseWriter, r *http.Request, next caddyht
 		// A 206's validator is the whole representation's (RFC 9110
 		// section 15.3.7): learned like a 200's.
 		v := ow.version
-		if negotiated(ow.Header()) {
-			// One variant's version is not the others' (README "What the
-			// proxy learns"): the version becomes unknown, never current,
-			// so a writer holding another variant's tag is not refused.
-			v = ""
-		}
 		if v == "" && h.bodyVersions() && (r.Method == http.MethodHead || ow.status == http.StatusNotModified) {
 			break // no body to take the version from: keep what a GET learned
+		}
+		if id, ok := variantOf(ow.Header(), r.Header); ok {
+			// One variant's version is not the others' (README "What the
+			// proxy learns"): it replaces only its own variant's version.
+			v = conflict.VariantVersion(id, v)
+		} else if id == "*" {
+			v = "" // Vary: * names no headers to tell variants by: unknown
 		}
 		_, _ = h.store.Observe(r.Context(), key, tok, v, false)
 		if h.history != nil && err == nil {
@@ -217,20 +221,47 @@ func (h *Handler) serveOther(w http.ResponseWriter, r *http.Request, next caddyh
 	return err
 }
 
-// negotiated reports whether a response is one variant of several (RFC
-// 9110 section 12.5.5): its Vary names a request header other than
+// variantOf tells whether a response is one variant of several (RFC 9110
+// section 12.5.5) and which: its Vary names a request header other than
 // Accept-Encoding (the coding changes the bytes, not the version) and
-// Origin (CORS middleware varies its headers, not the representation).
-func negotiated(hdr http.Header) bool {
-	for _, v := range hdr["Vary"] {
+// Origin (CORS middleware varies its headers, not the representation). id
+// is then a digest of the request header values those names select, so
+// that reads of one variant share it. A Vary of "*" gives id "*" and ok
+// false: the variant cannot be told.
+func variantOf(resp, req http.Header) (id string, ok bool) {
+	vary := resp["Vary"]
+	if len(vary) == 0 {
+		return "", false
+	}
+	var d *xxhash.Digest
+	for _, v := range vary {
 		for name := range strings.SplitSeq(v, ",") {
 			name = strings.TrimSpace(name)
-			if name != "" && !strings.EqualFold(name, "Accept-Encoding") && !strings.EqualFold(name, "Origin") {
-				return true
+			if name == "" || strings.EqualFold(name, "Accept-Encoding") || strings.EqualFold(name, "Origin") {
+				continue
 			}
+			if name == "*" {
+				return "*", false
+			}
+			if d == nil {
+				d = xxhash.New()
+			}
+			name = http.CanonicalHeaderKey(name)
+			_, _ = d.WriteString(name)
+			_, _ = d.WriteString(":")
+			for i, val := range req[name] {
+				if i > 0 {
+					_, _ = d.WriteString(",")
+				}
+				_, _ = d.WriteString(strings.TrimSpace(val))
+			}
+			_, _ = d.WriteString("\n")
 		}
 	}
-	return false
+	if d == nil {
+		return "", false
+	}
+	return strconv.FormatUint(d.Sum64(), 36), true
 }
 
 // update applies change to key's state under the key's write claim, so

@@ -55,6 +55,9 @@ func Decide(s State, c Precondition, p Policy) Decision {
 				return forward
 			}
 		}
+		if len(s.Variants) > 0 && s.anyCurrent(c.Versions) {
+			return forward
+		}
 		s = State{Superseded: s.Superseded} // a tag other than the version: maybe the upstream's ETag
 	}
 	switch {
@@ -79,12 +82,18 @@ func Decide(s State, c Precondition, p Policy) Decision {
 			} else if !ok {
 				return forward
 			}
+			if len(s.Variants) > 0 {
+				return decideVariantDate(s, c.Date, stale)
+			}
 			return Decision{Kind: KindStaleVersion, Status: stale}
 		default:
 			for _, v := range c.Versions {
 				if SameVersion(v, s.Version) {
 					return forward
 				}
+			}
+			if len(s.Variants) > 0 {
+				return decideVariants(s, c.Versions, stale)
 			}
 			return Decision{Kind: KindStaleVersion, Status: stale}
 		}
@@ -108,6 +117,53 @@ func Decide(s State, c Precondition, p Policy) Decision {
 		}
 	}
 	return forward
+}
+
+// decideVariants judges the claimed versions L of a write to a negotiated
+// resource whose first variant's version is not among them. The proxy knows
+// the versions of the variants read since the last write, never all of
+// them: a tag of one of them is current, a tag known to be superseded (by a
+// write, or by a newer read of its variant) is stale, and any other tag may
+// be the version of a variant not read since, so it is forwarded (a missing
+// entry never causes a rejection).
+func decideVariants(s State, l []string, stale int) Decision {
+	if s.anyCurrent(l) {
+		return forward
+	}
+	for _, v := range l {
+		if !s.IsSuperseded(v) {
+			return forward
+		}
+	}
+	return Decision{Kind: KindStaleVersion, Status: stale}
+}
+
+// decideVariantDate is decideVariants for an If-Unmodified-Since date that
+// is before the first variant's date: it passes when another variant's date
+// is not after it, and is stale only when it is not after the newest
+// superseded date.
+func decideVariantDate(s State, d time.Time, stale int) Decision {
+	for _, x := range s.Variants {
+		if cur, ok := parseDate(x.Version); !ok || !cur.After(d) {
+			return forward
+		}
+	}
+	if newest, ok := newestDate(s.Superseded); ok && !d.After(newest) {
+		return Decision{Kind: KindStaleVersion, Status: stale}
+	}
+	return forward
+}
+
+// anyCurrent reports whether one of l is the current version of a variant.
+func (s State) anyCurrent(l []string) bool {
+	for _, v := range l {
+		for _, x := range s.Variants {
+			if SameVersion(v, x.Version) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func parseDate(v string) (time.Time, bool) {
