@@ -69,6 +69,11 @@ type Store interface {
 	// reports whether the state was recorded.
 	// With version == "" and missing == false, the current version becomes
 	// unknown; with missing == true, the key becomes a tombstone.
+	// version may name one variant of a negotiated resource (made by
+	// conflict.VariantVersion): a store hands it to conflict.State.Observed
+	// as it is, which replaces only that variant's version; compared with
+	// a stored State.Version it never matches, so a shortcut that skips an
+	// unchanged read simply does not apply to it.
 	Observe(ctx context.Context, key string, tok ReadToken, version string, missing bool) (bool, error)
 
 	// Record unconditionally replaces the key's state and marks the key as
