@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-conflict/caddy-conflict/conflict"
 )
 
 // TestHeapPerEntry: cache_size bounds the live heap of the store. Many more
@@ -45,6 +48,47 @@ func TestHeapPerEntry(t *testing.T) {
 	}
 	if live > maxBytes*11/10 {
 		t.Errorf("live heap %d bytes is over cache_size %d (+10%%): the cost model undercounts", live, maxBytes)
+	}
+	runtime.KeepAlive(m)
+}
+
+// TestHeapLongKeys: writes to 2,000 distinct 100 KiB keys keep the store's
+// live heap within cache_size; every per-key structure (entries, index,
+// idle write locks, drop marks) is bounded by it, whatever the keys' length.
+func TestHeapLongKeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 200 MiB of keys")
+	}
+	const maxBytes = 8 << 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	m, err := NewMemory(MemoryConfig{MaxBytes: maxBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	long := strings.Repeat("p", 100<<10)
+	for i := range 2000 {
+		key := fmt.Sprintf("127.0.0.1/%d/%s", i, long) // a fresh string, as the handler makes
+		m.Observe(ctx, key, m.ReadStart(key), `"1"`, false)
+		l, _, err := m.Claim(ctx, key, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Commit(ctx, conflict.State{Version: `"2"`, Live: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.cache.Wait()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	live := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	st := m.Stats()
+	t.Logf("entries %d, accounted %.1f MiB, live heap %.1f MiB", st.Entries, float64(st.Bytes)/(1<<20), float64(live)/(1<<20))
+	if live > maxBytes*11/10 {
+		t.Errorf("live heap %.1f MiB is over cache_size %d MiB (+10%%)", float64(live)/(1<<20), maxBytes>>20)
 	}
 	runtime.KeepAlive(m)
 }

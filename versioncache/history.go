@@ -75,11 +75,11 @@ func entryCost(key, version string, c int) int64 {
 // based on it could be based on the wrong one. The body is copied.
 func (h *History) Add(key, version string, body []byte) {
 	v := conflict.Canonical(version)
-	if v == "" || entryCost(key, v, len(body)) > h.maxBytes {
+	if v == "" {
 		return
 	}
 	h.mu.Lock()
-	if h.closed {
+	if h.closed || entryCost(key, v, len(body)) > h.maxBytes {
 		h.mu.Unlock()
 		return
 	}
@@ -298,3 +298,21 @@ func (h *History) DropKey(_ context.Context, key string) {
 }
 
 var _ Representations = (*History)(nil)
+
+// Resize changes the bounds of an open history in place (a config reload
+// that changes history's count or size): keys holding more than perKey
+// representations lose their oldest, and then the representations seen
+// least recently are evicted until the total is within maxBytes.
+func (h *History) Resize(perKey int, maxBytes int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.perKey, h.maxBytes = max(perKey, 1), maxBytes
+	for _, k := range h.keys {
+		for len(k.entries) > h.perKey {
+			h.evict(k.entries[0])
+		}
+	}
+	for h.bytes > h.maxBytes && h.tail != nil {
+		h.evict(h.tail)
+	}
+}

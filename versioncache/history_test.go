@@ -166,3 +166,47 @@ func BenchmarkHistoryAdd(b *testing.B) {
 		i++
 	}
 }
+
+// Resize evicts down to the new bounds: per key first (the oldest), then
+// the representations seen least recently; a larger bound keeps everything.
+func TestHistoryResize(t *testing.T) {
+	h := NewHistory(4, 1<<20)
+	body := []byte(strings.Repeat("x", 1000))
+	for k := range 10 {
+		for v := range 4 {
+			h.Add(fmt.Sprintf("example.com/%d", k), fmt.Sprintf(`"v%d"`, v), body)
+		}
+	}
+	if st := h.Stats(); st.Entries != 40 {
+		t.Fatalf("%+v, want 40 entries", st)
+	}
+	h.Resize(2, 1<<20)
+	for k := range 10 {
+		for v := range 4 {
+			_, ok := h.Get(fmt.Sprintf("example.com/%d", k), fmt.Sprintf(`"v%d"`, v))
+			if want := v >= 2; ok != want {
+				t.Errorf("key %d v%d held = %v, want %v", k, v, ok, want)
+			}
+		}
+	}
+	one := h.Stats().Bytes / 20
+	h.Resize(2, one*5)
+	st := h.Stats()
+	if st.Bytes > one*5 || st.Entries != 5 || st.MaxBytes != one*5 {
+		t.Errorf("after shrinking to 5 entries' bytes: %+v", st)
+	}
+	// The least recently seen went first: key 9's newest is the last added.
+	if _, ok := h.Get("example.com/9", `"v3"`); !ok {
+		t.Error("the representation seen last was evicted")
+	}
+	h.Resize(8, 1<<20)
+	if st2 := h.Stats(); st2.Entries != 5 {
+		t.Errorf("growing: %+v, want the 5 entries kept", st2)
+	}
+	for v := range 8 {
+		h.Add("example.com/9", fmt.Sprintf(`"w%d"`, v), body)
+	}
+	if _, ok := h.Get("example.com/9", `"w0"`); !ok {
+		t.Error("the larger per-key bound does not apply")
+	}
+}

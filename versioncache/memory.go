@@ -1,10 +1,12 @@
 package versioncache
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,6 +64,7 @@ type MemoryConfig struct {
 //     sample of them, so hot keys are still the ones it keeps.
 type Memory struct {
 	cache    *ristretto.Cache[string, *entry]
+	retired  *atomic.Bool // set when cache is replaced (Resize): its callbacks stop
 	ttl      atomic.Int64 // nanoseconds
 	base     time.Time
 	fixed    int64 // bytes outside ristretto's cost accounting
@@ -129,36 +132,68 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL
 	}
-	if cfg.MaxBytes < MinMemoryBytes {
-		return nil, fmt.Errorf("versioncache: cache_size %d bytes is below the minimum of %d (1MiB)", cfg.MaxBytes, MinMemoryBytes)
-	}
 	if cfg.TTL < 0 {
 		return nil, fmt.Errorf("versioncache: ttl %s is negative", cfg.TTL)
 	}
-	fences := clampPow2(cfg.MaxBytes/512, 4096, 1<<20)
-	sets := markSets(cfg.MaxBytes)
-	counters := max(cfg.MaxBytes/64, 4096)
-	fixed := fences*8 + sets*markSetBytes + sketchBytes(counters) + setBufferBytes +
-		shards*maxIdleLocks*idleLockBytes + int64(unsafe.Sizeof(Memory{}))
-	if fixed >= cfg.MaxBytes/2 {
-		return nil, fmt.Errorf("versioncache: cache_size %d bytes leaves no room for entries", cfg.MaxBytes)
+	sz, err := sizeFor(cfg.MaxBytes)
+	if err != nil {
+		return nil, err
 	}
 	m := &Memory{
 		base:       time.Now(),
-		fixed:      fixed,
+		fixed:      sz.fixed,
 		maxBytes:   cfg.MaxBytes,
-		fences:     make([]int64, fences),
-		fenceShift: uint(64 - bits.Len64(uint64(fences-1))),
-		marks:      make([]markSet, sets),
+		fences:     make([]int64, sz.fences),
+		fenceShift: fenceShift(sz.fences),
+		marks:      make([]markSet, sz.sets),
 	}
 	m.ttl.Store(int64(cfg.TTL))
 	for i := range m.claims {
 		m.claims[i].locks = make(map[string]*keyLock)
 		m.index[i].keys = make(map[string]*entry)
 	}
+	cache, retired, err := m.newCache(sz)
+	if err != nil {
+		return nil, err
+	}
+	m.cache, m.retired = cache, retired
+	return m, nil
+}
+
+// sizes are the parts of the memory store sized from cache_size.
+type sizes struct {
+	fences, sets, counters int64
+	fixed                  int64 // bytes outside ristretto's cost accounting
+	maxCost                int64 // ristretto's MaxCost: what is left for entries
+}
+
+func sizeFor(maxBytes int64) (sizes, error) {
+	if maxBytes < MinMemoryBytes {
+		return sizes{}, fmt.Errorf("versioncache: cache_size %d bytes is below the minimum of %d (1MiB)", maxBytes, MinMemoryBytes)
+	}
+	sz := sizes{
+		fences:   clampPow2(maxBytes/512, 4096, 1<<20),
+		sets:     markSets(maxBytes),
+		counters: max(maxBytes/64, 4096),
+	}
+	sz.fixed = sz.fences*8 + sz.sets*markSetBytes + sketchBytes(sz.counters) + setBufferBytes +
+		shards*idleShardBytes + int64(unsafe.Sizeof(Memory{}))
+	if sz.fixed >= maxBytes/2 {
+		return sizes{}, fmt.Errorf("versioncache: cache_size %d bytes leaves no room for entries", maxBytes)
+	}
+	sz.maxCost = maxBytes - sz.fixed
+	return sz, nil
+}
+
+func fenceShift(fences int64) uint { return uint(64 - bits.Len64(uint64(fences-1))) }
+
+// newCache creates the ristretto cache of m. Its callbacks do nothing once
+// the cache is retired (closed by Close, or replaced by Resize).
+func (m *Memory) newCache(sz sizes) (*ristretto.Cache[string, *entry], *atomic.Bool, error) {
+	retired := new(atomic.Bool)
 	cache, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
-		NumCounters: counters,
-		MaxCost:     cfg.MaxBytes - fixed,
+		NumCounters: sz.counters,
+		MaxCost:     sz.maxCost,
 		BufferItems: 64,
 		// Which callback fires when (ristretto v2.4.2): OnEvict for a victim
 		// of admission (Expiration zero), for a ttl cleanup (Expiration set,
@@ -170,7 +205,7 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		// dropped from a full buffer fires nothing. The key index is kept by
 		// OnExit alone.
 		OnEvict: func(it *ristretto.Item[*entry]) {
-			if m.closed.Load() {
+			if m.closed.Load() || retired.Load() {
 				return
 			}
 			if it.Expiration.IsZero() {
@@ -180,22 +215,21 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 			}
 		},
 		OnReject: func(*ristretto.Item[*entry]) {
-			if !m.closed.Load() {
+			if !m.closed.Load() && !retired.Load() {
 				m.rejections.Add(1)
 			}
 		},
 		OnExit: func(e *entry) {
-			if e != nil {
+			if e != nil && !retired.Load() {
 				e.exited.Store(true)
 				m.unindex(e)
 			}
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("versioncache: %w", err)
+		return nil, nil, fmt.Errorf("versioncache: %w", err)
 	}
-	m.cache = cache
-	return m, nil
+	return cache, retired, nil
 }
 
 // now is the store's monotonic clock in nanoseconds, always > 0.
@@ -356,7 +390,7 @@ func (m *Memory) write(key string, h uint64, s conflict.State, l *keyLock) {
 	e, async := m.setLocked(key, h, &stored{state: s, at: now, wrote: now})
 	if !async {
 		if l != nil {
-			releaseLocked(sh, l)
+			releaseLocked(sh, key, l)
 		}
 		sh.mu.Unlock()
 		return
@@ -365,7 +399,7 @@ func (m *Memory) write(key string, h uint64, s conflict.State, l *keyLock) {
 	m.settle(sh, key, h, e, 0)
 	if l != nil {
 		sh.mu.Lock()
-		releaseLocked(sh, l)
+		releaseLocked(sh, key, l)
 		sh.mu.Unlock()
 	}
 }
@@ -540,3 +574,148 @@ var (
 	_ Store = (*Memory)(nil)
 	_ Lease = (*memoryLease)(nil)
 )
+
+// Resize changes the bounds of an open store in place, for a config reload
+// that changes cache_size or ttl: the key index, its entries, the drop
+// marks and the write locks stay, so nothing the table knew is forgotten
+// but what the new bound cannot hold.
+//
+//   - ttl applies at once to every entry and drop mark, since both are
+//     judged against the current ttl when they are read: a shorter ttl
+//     makes older entries unknown, a longer one trusts them longer (an
+//     entry that had outlived the old ttl is trusted again if it is within
+//     the new one: its state is still the last the proxy learned).
+//   - A new cache_size re-makes every part sized from it rather than keeping
+//     the first size's: the read fences (all set to now, so that reads in
+//     flight are not recorded: the safe direction), the drop mark sets (the
+//     live marks are moved into the new sets; a set whose keys' old sets
+//     had spilled starts spilled, and marks that no longer fit spill, both
+//     reporting keys dropped: a re-read, never a lost update), and
+//     ristretto itself, whose sketch and MaxCost are fixed at creation: a
+//     new cache is made and the entries are set into it, oldest first, so
+//     that when the new size holds fewer, the ones stored last are kept;
+//     those it does not take leave the index as evicted entries do (with
+//     a drop mark if the proxy wrote them within the ttl). The cost
+//     accounting is the new size's, as for a store opened with it.
+//
+// Writes and reads that record wait while a new cache_size is applied
+// (about a second per million entries); lookups and claims do not.
+func (m *Memory) Resize(maxBytes int64, ttl time.Duration) error {
+	if maxBytes == 0 {
+		maxBytes = DefaultMemoryBytes
+	}
+	if ttl == 0 {
+		ttl = DefaultTTL
+	}
+	if ttl < 0 {
+		return fmt.Errorf("versioncache: ttl %s is negative", ttl)
+	}
+	sz, err := sizeFor(maxBytes)
+	if err != nil {
+		return err
+	}
+	m.guard.Lock()
+	defer m.guard.Unlock()
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	m.ttl.Store(int64(ttl))
+	if maxBytes == m.maxBytes {
+		return nil
+	}
+	cache, retired, err := m.newCache(sz)
+	if err != nil {
+		return err
+	}
+	now := m.now()
+
+	// Read fences: under every claim shard mutex, under which they are read.
+	fences := make([]int64, sz.fences)
+	for i := range fences {
+		fences[i] = now
+	}
+	for i := range m.claims {
+		m.claims[i].mu.Lock()
+	}
+	m.fences, m.fenceShift = fences, fenceShift(sz.fences)
+	for i := range m.claims {
+		m.claims[i].mu.Unlock()
+	}
+
+	// Drop marks: under every index shard mutex, under which they are read.
+	for i := range m.index {
+		m.index[i].mu.Lock()
+	}
+	m.remark(make([]markSet, sz.sets), now)
+	for i := range m.index {
+		m.index[i].mu.Unlock()
+	}
+
+	// ristretto: the old cache is retired first, so that its Close (which
+	// evicts everything) leaves the index alone. No Set or Get is in flight:
+	// they all hold m.guard.
+	old, oldRetired := m.cache, m.retired
+	oldRetired.Store(true)
+	old.Close()
+	m.cache, m.retired = cache, retired
+	m.fixed, m.maxBytes = sz.fixed, maxBytes
+	var all []*entry
+	for i := range m.index {
+		ix := &m.index[i]
+		ix.mu.Lock()
+		for _, e := range ix.keys {
+			all = append(all, e)
+		}
+		ix.mu.Unlock()
+	}
+	slices.SortFunc(all, func(a, b *entry) int { return cmp.Compare(a.load().at, b.load().at) })
+	for n, e := range all {
+		if !cache.Set(e.key, e, e.charged) {
+			cache.Wait() // the set buffer was full
+			if !cache.Set(e.key, e, e.charged) {
+				m.unindex(e)
+				m.rejections.Add(1)
+			}
+		}
+		if n%4096 == 4095 {
+			cache.Wait()
+		}
+	}
+	cache.Wait()
+	return nil
+}
+
+// remark moves the live drop marks into sets, which become m.marks. Every
+// index shard mutex must be held.
+func (m *Memory) remark(sets []markSet, now int64) {
+	old := m.marks
+	ttl := m.ttlNanos()
+	oldMask, newMask := len(old)-1, len(sets)-1
+	// A key's sets are its hash masked by the set count (a power of two),
+	// so the keys of new set i were in old set i&oldMask (more sets), or
+	// those of old set x are in new set x&newMask (fewer).
+	for x := range old {
+		spill := old[x].spill
+		if !liveMark(spill, now, ttl) {
+			continue
+		}
+		if newMask >= oldMask {
+			for i := x; i <= newMask; i += oldMask + 1 {
+				sets[i].spill = max(sets[i].spill, spill)
+			}
+		} else {
+			sets[x&newMask].spill = max(sets[x&newMask].spill, spill)
+		}
+	}
+	m.marks = sets
+	for x := range old {
+		s := &old[x]
+		for w := range s.at {
+			if liveMark(s.at[w], now, ttl) {
+				p := m.lockMarks(s.h[w])
+				p.put(s.h[w], s.at[w], now, ttl)
+				p.unlock()
+			}
+		}
+	}
+}

@@ -16,19 +16,19 @@ import (
 // it. The claim is a token: its holder has it, or it sits in ch on its way
 // to the next waiter. A lock nobody holds (refs == 0) may stay in its
 // shard's table for the next write of the key, sparing a map insert and
-// delete per write; at most maxIdleLocks per shard do.
+// delete per write, as long as the shard's idle locks, their key strings
+// included, stay within idleShardBytes (memory_cost.go): a long key's lock
+// leaves the table as soon as nobody holds it, so idle locks never keep
+// more than shards*idleShardBytes, whatever the keys' length.
 type keyLock struct {
 	refs int           // holder + waiters
 	ch   chan struct{} // created by the first waiter
 }
 
-// maxIdleLocks bounds the idle locks of a claim shard.
-const maxIdleLocks = 2
-
 type claimShard struct {
 	mu    sync.Mutex
 	locks map[string]*keyLock
-	idle  int      // locks with refs == 0
+	idle  int64    // bytes of the locks with refs == 0 (idleBytes)
 	_     [40]byte // keep shards on separate cache lines
 }
 
@@ -56,7 +56,7 @@ func (m *Memory) Claim(ctx context.Context, key string, timeout time.Duration) (
 			ls.l = &keyLock{}
 			sh.locks[key] = ls.l
 		} else {
-			sh.idle--
+			sh.idle -= idleBytes(key)
 		}
 		ls.l.refs = 1
 		now := m.fenceClaim(h)
@@ -117,7 +117,7 @@ func (m *Memory) await(ctx context.Context, sh *claimShard, key string, l *keyLo
 	select {
 	case <-l.ch:
 		// Handed over just as the wait ended: pass it on.
-		releaseLocked(sh, l)
+		releaseLocked(sh, key, l)
 	default:
 		l.refs-- // the holder still counts, so refs stays > 0
 	}
@@ -125,16 +125,22 @@ func (m *Memory) await(ctx context.Context, sh *claimShard, key string, l *keyLo
 	return err
 }
 
-// releaseLocked gives up a held claim: to the next waiter, or the lock
-// stays idle in the table; past maxIdleLocks, the idle ones leave it. The
-// shard mutex must be held.
-func releaseLocked(sh *claimShard, l *keyLock) {
+// releaseLocked gives up a held claim of key: to the next waiter, or the
+// lock stays idle in the table; a lock whose key is too long to be kept
+// idle leaves it at once, and past idleShardBytes all the idle ones do.
+// The shard mutex must be held.
+func releaseLocked(sh *claimShard, key string, l *keyLock) {
 	l.refs--
 	if l.refs > 0 {
 		l.ch <- struct{}{} // never blocks: there is one token
 		return
 	}
-	if sh.idle++; sh.idle > maxIdleLocks {
+	c := idleBytes(key)
+	if c > idleShardBytes {
+		delete(sh.locks, key)
+		return
+	}
+	if sh.idle += c; sh.idle > idleShardBytes {
 		for k, x := range sh.locks {
 			if x.refs == 0 {
 				delete(sh.locks, k)
@@ -194,6 +200,6 @@ func (ls *memoryLease) Release() {
 func (ls *memoryLease) release() {
 	sh := ls.m.claimShard(ls.h)
 	sh.mu.Lock()
-	releaseLocked(sh, ls.l)
+	releaseLocked(sh, ls.key, ls.l)
 	sh.mu.Unlock()
 }

@@ -23,10 +23,19 @@ const (
 	perKeyBookkeeping = 240
 	// setBufferBytes is ristretto's set buffer, a channel of 32Ki pointers.
 	setBufferBytes = 32 << 10 * 8
-	// idleLockBytes bounds an idle claim lock: the lock, its map slot, and
-	// the key string it keeps (a typical key; keys are not bounded).
-	idleLockBytes = 128
+	// idleLockBytes is what an idle claim lock costs beside its key string:
+	// the lock (16 bytes) and its map slot (the key's string header, the
+	// pointer and a control byte, at the map's load factor).
+	idleLockBytes = 64
+	// idleShardBytes bounds the idle claim locks of a shard, their key
+	// strings counted (idleBytes): two locks of keys up to 64 bytes, one of
+	// a longer key; the lock of a key over 192 bytes is never kept idle.
+	// Held locks are not bounded by it: there is one per write in flight.
+	idleShardBytes = 256
 )
+
+// idleBytes is what an idle claim lock of key costs (memory_claim.go).
+func idleBytes(key string) int64 { return idleLockBytes + strBytes(key) }
 
 // cost estimates the bytes an entry of key holding s takes: the structs,
 // their strings and slice, and the bookkeeping of the key. ristretto adds

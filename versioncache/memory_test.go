@@ -40,20 +40,22 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // lockCount is the number of claims held or waited for. It panics if a
-// shard keeps more idle locks than it may, or miscounts them.
+// shard keeps more idle lock bytes than it may, or miscounts them.
 func (m *Memory) lockCount() int {
 	n := 0
 	for i := range m.claims {
 		sh := &m.claims[i]
 		sh.mu.Lock()
-		held := 0
-		for _, l := range sh.locks {
+		held, idle := 0, int64(0)
+		for k, l := range sh.locks {
 			if l.refs > 0 {
 				held++
+			} else {
+				idle += idleBytes(k)
 			}
 		}
-		if idle := len(sh.locks) - held; idle > maxIdleLocks || idle != sh.idle {
-			panic(fmt.Sprintf("claim shard %d: %d idle locks, counted %d, bound %d", i, idle, sh.idle, maxIdleLocks))
+		if idle > idleShardBytes || idle != sh.idle {
+			panic(fmt.Sprintf("claim shard %d: %d idle lock bytes, counted %d, bound %d", i, idle, sh.idle, idleShardBytes))
 		}
 		sh.mu.Unlock()
 		n += held
@@ -1154,5 +1156,204 @@ func BenchmarkGet(b *testing.B) {
 		if _, ok, _ := m.Get(ctx, key); !ok {
 			b.Fatal("miss")
 		}
+	}
+}
+
+// Resize keeps the table: a smaller cache_size evicts down to the new bound
+// (the keys it drops are reported dropped, the last stored are kept), a
+// larger one keeps every entry, held write locks stay held, and a ttl change
+// applies to the entries already stored.
+func TestMemoryResize(t *testing.T) {
+	ctx := context.Background()
+	m := newTestMemory(t, MemoryConfig{MaxBytes: 8 << 20, TTL: time.Hour})
+	const n = 12000
+	key := func(i int) string { return fmt.Sprintf("example.com/resize/%06d", i) }
+	for i := range n {
+		if err := m.Record(ctx, key(i), conflict.State{Version: `"` + strconv.Itoa(i) + `"`, Live: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.cache.Wait()
+	before := m.Stats()
+	if before.Entries != n {
+		t.Fatalf("before: %d entries, want %d", before.Entries, n)
+	}
+
+	// A write holds a key across the resize.
+	held, _ := mustClaim(t, m, key(n-1))
+
+	if err := m.Resize(MinMemoryBytes, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	st := m.Stats()
+	if st.MaxBytes != MinMemoryBytes || st.Bytes > MinMemoryBytes {
+		t.Errorf("after shrinking: %d bytes in use, bound %d (MaxBytes %d)", st.Bytes, MinMemoryBytes, st.MaxBytes)
+	}
+	if st.Entries == 0 || st.Entries >= n/2 {
+		t.Errorf("after shrinking: %d entries of %d", st.Entries, n)
+	}
+	if m.indexLen() != m.cachedLen() {
+		t.Errorf("index %d keys, cache %d", m.indexLen(), m.cachedLen())
+	}
+	if _, _, err := m.Claim(ctx, key(n-1), 20*time.Millisecond); err != ErrClaimTimeout {
+		t.Errorf("claim of a key held across the resize: %v, want ErrClaimTimeout", err)
+	}
+	held.Release()
+	found, dropped := 0, 0
+	for i := range n {
+		l, snap, err := m.Claim(ctx, key(i), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case snap.Found:
+			found++
+			if snap.State.Version != `"`+strconv.Itoa(i)+`"` {
+				t.Fatalf("%s: %+v", key(i), snap.State)
+			}
+		case snap.Dropped:
+			dropped++
+		default:
+			t.Fatalf("%s: unknown after shrinking, want found or dropped", key(i))
+		}
+		l.Release()
+		if i == n-1 && !snap.Found {
+			t.Errorf("the key stored last was not kept")
+		}
+	}
+	if found != int(st.Entries) || found+dropped != n {
+		t.Errorf("found %d, dropped %d, entries %d", found, dropped, st.Entries)
+	}
+
+	// Growing keeps every entry.
+	if err := m.Resize(16<<20, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if st2 := m.Stats(); st2.Entries != st.Entries || st2.MaxBytes != 16<<20 || st2.Bytes > st2.MaxBytes {
+		t.Errorf("after growing: %+v, want the %d entries kept", st2, st.Entries)
+	}
+	if _, ok, _ := m.Get(ctx, key(n-1)); !ok {
+		t.Error("after growing: the last key is gone")
+	}
+
+	// A shorter ttl applies to what is stored already; a longer one again.
+	if err := m.Resize(16<<20, 30*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(40 * time.Millisecond)
+	if _, ok, _ := m.Get(ctx, key(n-1)); ok {
+		t.Error("an entry older than the new, shorter ttl is still trusted")
+	}
+	l, snap := mustClaim(t, m, key(0))
+	if snap.Found || snap.Dropped {
+		t.Errorf("a key dropped longer ago than the new ttl: %+v, want unknown", snap)
+	}
+	l.Release()
+	if err := m.Resize(16<<20, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := m.Get(ctx, key(n-1)); !ok {
+		t.Error("with the longer ttl again, the entry is not trusted")
+	}
+	if err := m.Resize(MinMemoryBytes-1, time.Hour); err == nil {
+		t.Error("Resize below the minimum succeeded")
+	}
+	_ = m.lockCount()
+}
+
+// Resize under load: writes, reads and claims of other keys go on while the
+// size changes back and forth (run with -race), every write serializes, and
+// the table stays consistent.
+func TestMemoryResizeConcurrent(t *testing.T) {
+	ctx := context.Background()
+	m := newTestMemory(t, MemoryConfig{MaxBytes: 4 << 20})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var counter, writes atomic.Int64
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := fmt.Sprintf("example.com/load/%d/%d", g, i%3000)
+				observe(t, m, k, `"r"`, false)
+				if _, _, err := m.Get(ctx, k); err != nil {
+					t.Error(err)
+					return
+				}
+				l, _, err := m.Claim(ctx, "example.com/load/counter", 10*time.Second)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				v := counter.Load()
+				counter.Store(v + 1) // a lost update shows as a short count
+				if err := l.Commit(ctx, conflict.State{Version: `"` + strconv.FormatInt(v+1, 10) + `"`}); err != nil {
+					t.Error(err)
+					return
+				}
+				writes.Add(1)
+			}
+		}()
+	}
+	for i := range 6 {
+		time.Sleep(30 * time.Millisecond)
+		if err := m.Resize(int64(1+i%3)<<20, time.Duration(1+i%2)*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if counter.Load() != writes.Load() {
+		t.Errorf("counter %d after %d writes", counter.Load(), writes.Load())
+	}
+	eventually(t, "the key index to match the cache", func() bool {
+		m.cache.Wait()
+		return m.indexLen() == m.cachedLen() && int(m.Stats().Entries) == m.indexLen()
+	})
+	if st := m.Stats(); st.Bytes > st.MaxBytes {
+		t.Errorf("%d bytes in use, bound %d", st.Bytes, st.MaxBytes)
+	}
+	_ = m.lockCount()
+}
+
+// Idle write locks keep no long keys: after writes to many distinct long
+// keys the claim table holds no idle lock beyond its byte bound.
+func TestMemoryIdleLocksBounded(t *testing.T) {
+	ctx := context.Background()
+	m := newTestMemory(t, MemoryConfig{MaxBytes: 8 << 20})
+	long := strings.Repeat("p", 100<<10)
+	for i := range 2000 {
+		key := fmt.Sprintf("example.com/%d/%s", i, long)
+		l, _, err := m.Claim(ctx, key, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Commit(ctx, conflict.State{Version: `"1"`, Live: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 2000 {
+		write(t, m, fmt.Sprintf("example.com/short/%d", i), nil, conflict.WriteResult{Method: http.MethodPut, Status: 200, Version: `"v1"`})
+	}
+	if n := m.lockCount(); n != 0 { // panics past the bound
+		t.Errorf("%d locks held", n)
+	}
+	idle := 0
+	for i := range m.claims {
+		for k := range m.claims[i].locks {
+			if len(k) > idleShardBytes {
+				t.Fatalf("an idle lock keeps a %d-byte key", len(k))
+			}
+			idle++
+		}
+	}
+	if idle == 0 {
+		t.Error("no idle lock kept for short keys")
 	}
 }
