@@ -102,6 +102,13 @@ func (s State) Observed(v string) State {
 			return s.observedVariant(id, vv)
 		}
 	}
+	if len(s.Variants) > 0 && v != "" && s.Live && !s.Uncertain && !s.Deleted && !s.IsSuperseded(v) &&
+		slices.ContainsFunc(s.Variants, func(x Variant) bool { return SameVersion(x.Version, v) }) {
+		// A response without Vary that names a current variant's version
+		// (a 304 that omits Vary, against RFC 9110 section 15.4.5) tells
+		// nothing new: the other variants stay current.
+		return s
+	}
 	return State{Version: v, Superseded: without(s.Superseded, v), Live: true}
 }
 

@@ -71,6 +71,7 @@ func TestVariantStates(t *testing.T) {
 			State{Version: `"x2"`, Superseded: []string{"j1", "x1"}, Live: true, Variants: []Variant{{"xml", `"x2"`}}}},
 		{"one variant more than MaxVariants: unknown", nine.Observed(xmlV(`"x1"`)), State{Live: true}},
 		{"a plain read: one representation again", j1x1.Observed(`"p"`), State{Version: `"p"`, Live: true}},
+		{"a read without Vary of a current variant's version (a 304 omitting Vary)", j1x1.Observed(`"x1"`), j1x1},
 
 		// A write supersedes every variant; its response's version is the only current one.
 		{"write with a version", j1x1.AfterWrite([]string{`"j1"`}, put(200, `"w"`)),
