@@ -1,14 +1,15 @@
 package caddyconflict
 
 import (
-	"bytes"
 	"io"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/caddy-conflict/caddy-conflict/conflict"
 )
@@ -29,16 +30,26 @@ func (h *Handler) versionOfBody(hdr http.Header, body []byte) string {
 		if !isJSON(hdr.Get("Content-Type")) {
 			return ""
 		}
-		text, err := conflict.Lookup(body, h.pointer)
+		var buf [64]byte // the text of most version fields: no allocation but the tag's
+		text, err := conflict.AppendLookup(buf[:0], body, h.pointer)
 		if err != nil {
 			return ""
 		}
-		return conflict.ScalarTag(text)
+		return conflict.ScalarTagOf(text)
 	}
 	return ""
 }
 
 func isJSON(contentType string) bool {
+	// What JSON APIs send, without mime.ParseMediaType's map: a bare
+	// media type, or one with parameters that ParseMediaType would accept
+	// or reject alike for the type (it is asked when there are any).
+	switch contentType {
+	case "application/json", "application/problem+json", "application/merge-patch+json":
+		return true
+	case "", "text/html", "text/plain", "application/octet-stream":
+		return false
+	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return false
@@ -90,14 +101,53 @@ func (h *Handler) prepareBodyVersions(r *http.Request) (ifNoneMatch []string) {
 // A body over max_body is streamed on without a version. The upstream's
 // own ETag never reaches the client in these modes: clients would send it
 // back, and it is not what versions are compared with.
+//
+// The body is copied once, into a pooled buffer sized from the upstream's
+// Content-Length (the copy needed to send the ETag first); `version hash`
+// hashes each piece as it is copied, `version json` scans the held body once
+// (conflict.AppendLookup) in finish.
 type bodyVersioner struct {
-	*caddyhttp.ResponseWriterWrapper
+	caddyhttp.ResponseWriterWrapper
 	h           *Handler
 	req         *http.Request
 	ifNoneMatch []string
 	status      int
 	holding     bool
-	buf         bytes.Buffer
+	held        *[]byte       // from heldPool while holding
+	digest      xxhash.Digest // version hash: the hash of what is held so far
+}
+
+// heldPool holds the buffers of held bodies. Buffers above maxPooledBody
+// are left to the collector: one unusually large body must not stay
+// pinned in every P's pool.
+var heldPool = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledBody = 1 << 20
+
+// hold starts holding: a pooled buffer with room for the upstream's
+// Content-Length, when it sent one that fits max_body.
+func (b *bodyVersioner) hold(hdr http.Header) {
+	b.holding = true
+	b.held = heldPool.Get().(*[]byte)
+	*b.held = (*b.held)[:0]
+	if n, err := strconv.ParseInt(firstValue(hdr["Content-Length"]), 10, 64); err == nil && n > int64(cap(*b.held)) && n <= b.h.MaxBody {
+		*b.held = make([]byte, 0, n)
+	}
+	if b.h.scheme == conflict.SchemeHash {
+		b.digest.Reset()
+	}
+}
+
+// release gives the buffer back to the pool.
+func (b *bodyVersioner) release() {
+	if b.held == nil {
+		return
+	}
+	if cap(*b.held) <= maxPooledBody {
+		*b.held = (*b.held)[:0]
+		heldPool.Put(b.held)
+	}
+	b.held = nil
 }
 
 func (b *bodyVersioner) WriteHeader(status int) {
@@ -115,7 +165,7 @@ func (b *bodyVersioner) WriteHeader(status int) {
 	if status >= 200 && status < 300 && status != http.StatusPartialContent && b.h.holdsBody(b.req) && b.req.Method != http.MethodHead &&
 		hdr.Get("Content-Encoding") == "" &&
 		(b.h.scheme == conflict.SchemeHash || isJSON(hdr.Get("Content-Type"))) {
-		b.holding = true
+		b.hold(hdr)
 		return
 	}
 	b.ResponseWriter.WriteHeader(status)
@@ -128,17 +178,22 @@ func (b *bodyVersioner) Write(p []byte) (int, error) {
 	if !b.holding {
 		return b.ResponseWriter.Write(p)
 	}
-	if int64(b.buf.Len()+len(p)) > b.h.MaxBody {
+	if int64(len(*b.held)+len(p)) > b.h.MaxBody {
 		// Too large to version: send what was held and stream the rest.
 		b.holding = false
 		b.ResponseWriter.WriteHeader(b.status)
-		if _, err := b.ResponseWriter.Write(b.buf.Bytes()); err != nil {
+		_, err := b.ResponseWriter.Write(*b.held)
+		b.release()
+		if err != nil {
 			return 0, err
 		}
-		b.buf = bytes.Buffer{}
 		return b.ResponseWriter.Write(p)
 	}
-	return b.buf.Write(p)
+	*b.held = append(*b.held, p...)
+	if b.h.scheme == conflict.SchemeHash {
+		_, _ = b.digest.Write(p)
+	}
+	return len(p), nil
 }
 
 func (b *bodyVersioner) ReadFrom(r io.Reader) (int64, error) {
@@ -165,9 +220,15 @@ func (b *bodyVersioner) finish() error {
 		return nil
 	}
 	b.holding = false
+	defer b.release()
 	hdr := b.ResponseWriter.Header()
-	body := b.buf.Bytes()
-	v := b.h.versionOfBody(hdr, body)
+	body := *b.held
+	var v string
+	if b.h.scheme == conflict.SchemeHash {
+		v = conflict.HashTagOf(b.digest.Sum64()) // hashed while held: HashTag(body)
+	} else {
+		v = b.h.versionOfBody(hdr, body)
+	}
 	if v != "" {
 		hdr.Set("Etag", v)
 		for _, t := range b.ifNoneMatch {
@@ -180,7 +241,7 @@ func (b *bodyVersioner) finish() error {
 			}
 		}
 	}
-	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
 	b.ResponseWriter.WriteHeader(b.status)
 	_, err := b.ResponseWriter.Write(body)
 	return err

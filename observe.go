@@ -48,7 +48,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 		return ow, err
 	}
-	bv := &bodyVersioner{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: ow}, h: h, req: r,
+	bv := &bodyVersioner{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: ow}, h: h, req: r,
 		ifNoneMatch: h.prepareBodyVersions(r)}
 	err := next.ServeHTTP(bv, r)
 	if ferr := bv.finish(); ferr != nil && err == nil {

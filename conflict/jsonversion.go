@@ -65,7 +65,12 @@ func AppendLookup(dst, doc []byte, p Pointer) ([]byte, error) {
 // the proxy shows clients: `7` and `"7"` both become `"7"`. Bytes that an
 // entity tag cannot hold (RFC 9110 section 8.8.3: etagc) are %-escaped, the
 // same way for responses and request bodies, so the two compare equal.
-func ScalarTag(text string) string {
+func ScalarTag(text string) string { return scalarTag(text) }
+
+// ScalarTagOf is ScalarTag of text held in bytes (AppendLookup's).
+func ScalarTagOf(text []byte) string { return scalarTag(text) }
+
+func scalarTag[T string | []byte](text T) string {
 	var b strings.Builder
 	b.Grow(len(text) + 2)
 	b.WriteByte('"')
@@ -87,10 +92,13 @@ func ScalarTag(text string) string {
 // for `version hash`: 64 bits of xxHash, fast enough for every GET and, for
 // the versions of one resource, collision-free in practice (two states of
 // one resource collide with probability 2^-64).
-func HashTag(body []byte) string {
+func HashTag(body []byte) string { return HashTagOf(xxhash.Sum64(body)) }
+
+// HashTagOf is HashTag of a body whose xxHash (64 bits) is h: for a body
+// hashed piece by piece as it arrives (xxhash.Digest).
+func HashTagOf(h uint64) string {
 	var buf [18]byte
 	buf[0] = '"'
-	h := xxhash.Sum64(body)
 	const hex = "0123456789abcdef"
 	for i := 15; i >= 0; i-- {
 		buf[1+i] = hex[h&15]
