@@ -160,14 +160,7 @@ func (h *Handler) serveRead(w http.ResponseWriter, r *http.Request, next caddyht
 		if v == "" && h.bodyVersions() && (r.Method == http.MethodHead || ow.status == http.StatusNotModified) {
 			break // no body to take the version from: keep what a GET learned
 		}
-		if id, ok := variantOf(ow.Header(), r.Header); ok {
-			// One variant's version is not the others' (README "What the
-			// proxy learns"): it replaces only its own variant's version.
-			v = conflict.VariantVersion(id, v)
-		} else if id == "*" {
-			v = "" // Vary: * names no headers to tell variants by: unknown
-		}
-		_, _ = h.store.Observe(r.Context(), key, tok, v, false)
+		_, _ = h.store.Observe(r.Context(), key, tok, variantVersion(ow.Header(), r.Header, v), false)
 		if h.history != nil && err == nil {
 			h.remember(h.historyKey(key, repl), ow)
 		}
@@ -228,6 +221,19 @@ func (h *Handler) serveOther(w http.ResponseWriter, r *http.Request, next caddyh
 // is then a digest of the request header values those names select, so
 // that reads of one variant share it. A Vary of "*" gives id "*" and ok
 // false: the variant cannot be told.
+// variantVersion is v as the version of the variant resp is, for req: one
+// variant's version is not the others' (README "What the proxy learns"), so
+// it replaces only its own variant's. Vary: * names no headers to tell
+// variants by: the version is unknown ("").
+func variantVersion(resp, req http.Header, v string) string {
+	if id, ok := variantOf(resp, req); ok {
+		return conflict.VariantVersion(id, v)
+	} else if id == "*" {
+		return ""
+	}
+	return v
+}
+
 func variantOf(resp, req http.Header) (id string, ok bool) {
 	vary := resp["Vary"]
 	if len(vary) == 0 {

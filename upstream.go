@@ -113,14 +113,15 @@ func (h *Handler) reread(r *http.Request, next caddyhttp.Handler, s conflict.Sta
 	}
 	notAllowed := false
 	for _, m := range methods {
-		a := h.ask(readRequest(r, m), next, h.bodyVersions())
+		req := readRequest(r, m)
+		a := h.ask(req, next, h.bodyVersions())
 		switch a.outcome {
 		case readFound:
 			v := h.version(a)
 			if v == "" && m == http.MethodHead {
 				continue
 			}
-			return s.Observed(v), true, false
+			return s.Observed(variantVersion(a.header, req.Header, v)), true, false
 		case readMissing:
 			return s.Missing(), true, false
 		case readNotAllowed:
@@ -148,12 +149,13 @@ func (h *Handler) rereadFor(reason string, r *http.Request, next caddyhttp.Handl
 // rejection. ok reports whether the answer told the current state, which
 // it returns.
 func (h *Handler) confirm(r *http.Request, next caddyhttp.Handler, s conflict.State) (answer, conflict.State, bool) {
-	a := h.ask(readRequest(r, http.MethodGet), next, true)
+	req := readRequest(r, http.MethodGet)
+	a := h.ask(req, next, true)
 	countReread(rereadVerify, a.outcome == readFound || a.outcome == readMissing)
 	switch a.outcome {
 	case readFound:
 		if v := h.version(a); v != "" {
-			return a, s.Observed(v), true
+			return a, s.Observed(variantVersion(a.header, req.Header, v)), true
 		}
 	case readMissing:
 		return a, s.Missing(), true
