@@ -2,6 +2,7 @@ package versioncache
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -195,5 +196,35 @@ func TestRedisClockJump(t *testing.T) {
 	}
 	if !r.see("e", 4, local()+5e12) {
 		t.Fatal("a 10 s step back not seen")
+	}
+}
+
+// TestRedisMemoryPerKey measures what a written key costs Redis (MEMORY
+// USAGE of its hash, and its share of the key index) for keys like the
+// README's example, and holds it under the README's figure.
+func TestRedisMemoryPerKey(t *testing.T) {
+	srv, a, _ := twoNodes(t, RedisConfig{})
+	ctx := context.Background()
+	c := admin(t, srv)
+	const n = 2000
+	for i := range n {
+		written(t, a, "example.com/articles/"+strconv.Itoa(100000+i), `"`+strconv.Itoa(i)+`-1a2b3c4d"`)
+	}
+	var hashes int64
+	for i := range n {
+		m, err := c.MemoryUsage(ctx, a.cfg.KeyPrefix+"example.com/articles/"+strconv.Itoa(100000+i), 0).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hashes += m
+	}
+	index, err := c.MemoryUsage(ctx, a.keys, 0).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	perHash, perIndex := hashes/n, index/n
+	t.Logf("per written key: %d bytes of hash, %d in the key index", perHash, perIndex)
+	if perHash > 300 || perIndex > 160 {
+		t.Errorf("per key: %d + %d bytes, more than the README's 300 + 160", perHash, perIndex)
 	}
 }
