@@ -618,7 +618,25 @@ func TestRedisStateEncoding(t *testing.T) {
 		case reflect.String:
 			f.SetString(`"x` + strconv.Itoa(i) + `"`)
 		case reflect.Slice:
-			f.Set(reflect.ValueOf([]string{`"a"`, `"b"`}))
+			// Two elements, each with every string field set.
+			sl := reflect.MakeSlice(f.Type(), 2, 2)
+			for j := range 2 {
+				e := sl.Index(j)
+				switch e.Kind() {
+				case reflect.String:
+					e.SetString(`"e` + strconv.Itoa(j) + `"`)
+				case reflect.Struct:
+					for k := range e.NumField() {
+						if e.Field(k).Kind() != reflect.String {
+							t.Fatalf("State field %s: teach this test its element's field %d", v.Type().Field(i).Name, k)
+						}
+						e.Field(k).SetString(`"e` + strconv.Itoa(j) + strconv.Itoa(k) + `"`)
+					}
+				default:
+					t.Fatalf("State field %s: teach this test its elements", v.Type().Field(i).Name)
+				}
+			}
+			f.Set(sl)
 		default:
 			t.Fatalf("State field %s of kind %s: teach encodeState", v.Type().Field(i).Name, f.Kind())
 		}
