@@ -323,11 +323,12 @@ type reply struct {
 
 // run runs a script on key with args and the table's four arguments.
 func (r *Redis) run(ctx context.Context, s *redis.Script, key string, args ...any) (reply, error) {
+	sent := r.now()
 	v, err := s.Run(ctx, r.client, r.scriptKeys(key), append(args, r.tableArgs()...)...).Result()
 	if err != nil {
 		return reply{}, r.failed(ctx, err)
 	}
-	rep, err := r.parse(v)
+	rep, err := r.parse(v, sent)
 	if err == nil && rep.jumped {
 		// No age measured across the jump can be trusted: a new epoch
 		// (every key is re-read before its next write for the grace), and
@@ -340,8 +341,9 @@ func (r *Redis) run(ctx context.Context, s *redis.Script, key string, args ...an
 	return rep, err
 }
 
-// parse reads a script's reply and takes what it says of the table.
-func (r *Redis) parse(v any) (reply, error) {
+// parse reads a script's reply, sent at sent (Redis.now()), and takes what
+// it says of the table.
+func (r *Redis) parse(v any, sent int64) (reply, error) {
 	a, ok := v.([]any)
 	if !ok || len(a) != 13 {
 		return reply{}, fmt.Errorf("versioncache: redis: unexpected script reply %v", v)
@@ -365,7 +367,7 @@ func (r *Redis) parse(v any) (reply, error) {
 	if n, _ := a[12].(int64); n > 0 {
 		r.added(int(n))
 	}
-	rep.jumped = r.see(epoch, seq, now)
+	rep.jumped = r.see(epoch, seq, now, sent, r.now())
 	return rep, nil
 }
 

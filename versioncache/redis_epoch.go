@@ -46,7 +46,7 @@ const (
 )
 
 // clockSlack is how far Redis's clock may seem to move against the node's
-// own, beyond the call's timeout, before the node calls it a jump.
+// own between two replies before the node calls it a jump.
 const clockSlack = time.Second
 
 // tableView is what a node knows of its table's epoch.
@@ -54,9 +54,10 @@ type tableView struct {
 	mu    sync.Mutex
 	epoch string
 	seq   int64
-	// clock is Redis's TIME minus the node's monotonic clock, in µs, at
-	// the last reply (0: none yet).
-	clock int64
+	// lo and hi bound Redis's TIME minus the node's monotonic clock (µs),
+	// as the last reply showed it: Redis read its clock after the call
+	// was sent and before its reply arrived (hi == 0: no reply yet).
+	lo, hi int64
 	// losses counts the new epochs this node saw start (a loss, a
 	// rollback or a clock jump).
 	losses atomic.Uint64
@@ -71,12 +72,13 @@ func (r *Redis) tableArgs() []any {
 	return []any{e, strconv.FormatInt(s, 10), strconv.FormatUint(uint64(newGen()), 36), r.graceMS}
 }
 
-// see takes what a reply says of the table. It reports whether Redis's
-// clock jumped against the node's own since the last reply.
-func (r *Redis) see(epoch string, seq, redisNowUS int64) (jumped bool) {
-	local := r.now() / 1e3
-	off := redisNowUS - local
-	slack := (r.cfg.Timeout + clockSlack).Microseconds()
+// see takes what a reply says of the table: its epoch and write count, and
+// Redis's TIME, read between sent and received (the node's clock, ns). It
+// reports whether Redis's clock jumped against the node's own since the
+// last reply: the offsets the two replies allow are more than clockSlack
+// apart. A node that stalls between sending and reading a reply only
+// widens what that reply allows, so a stall is never taken for a jump.
+func (r *Redis) see(epoch string, seq, redisNowUS, sent, received int64) (jumped bool) {
 	v := &r.view
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -90,8 +92,10 @@ func (r *Redis) see(epoch string, seq, redisNowUS int64) (jumped bool) {
 		v.seq = seq
 	}
 	if redisNowUS > 0 {
-		jumped = v.clock != 0 && (off-v.clock > slack || v.clock-off > slack)
-		v.clock = off
+		lo, hi := redisNowUS-received/1e3, redisNowUS-sent/1e3
+		slack := clockSlack.Microseconds()
+		jumped = v.hi != 0 && (lo > v.hi+slack || hi < v.lo-slack)
+		v.lo, v.hi = lo, hi
 	}
 	return jumped
 }

@@ -110,7 +110,7 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 		if len(keys) == 0 {
 			break
 		}
-		cmds, err := r.readAll(ctx, keys)
+		cmds, sent, err := r.readAll(ctx, keys)
 		if err != nil {
 			return nil, "", err
 		}
@@ -120,7 +120,7 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 			if err != nil {
 				continue
 			}
-			rep, err := r.parse(v)
+			rep, err := r.parse(v, sent)
 			if err != nil {
 				continue
 			}
@@ -151,9 +151,10 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 // readAll runs the read script on keys in one pipeline of EVALSHA (the
 // script's body is not sent per key); if Redis does not have the script
 // (a restart, a new Cluster shard), it is loaded and the pipeline retried.
-func (r *Redis) readAll(ctx context.Context, keys []string) ([]*redis.Cmd, error) {
+func (r *Redis) readAll(ctx context.Context, keys []string) ([]*redis.Cmd, int64, error) {
 	args := append([]any{r.ttlUS}, r.tableArgs()...)
 	for attempt := 0; ; attempt++ {
+		sent := r.now()
 		cmds := make([]*redis.Cmd, len(keys))
 		pipe := r.client.Pipeline()
 		for j, k := range keys {
@@ -162,13 +163,13 @@ func (r *Redis) readAll(ctx context.Context, keys []string) ([]*redis.Cmd, error
 		_, err := pipe.Exec(ctx)
 		if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			if err := readScript.Load(ctx, r.client).Err(); err != nil {
-				return nil, r.failed(ctx, err)
+				return nil, 0, r.failed(ctx, err)
 			}
 			continue
 		}
 		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, r.failed(ctx, err)
+			return nil, 0, r.failed(ctx, err)
 		}
-		return cmds, nil
+		return cmds, sent, nil
 	}
 }

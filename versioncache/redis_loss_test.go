@@ -183,18 +183,24 @@ func TestRedisUnseenReadsStoreNothing(t *testing.T) {
 // clock on every reply; a jump (a step of Redis's clock, or a failover to
 // a host whose clock differs) is told apart from the call's latency.
 func TestRedisClockJump(t *testing.T) {
-	r := &Redis{cfg: RedisConfig{Timeout: time.Second}, base: time.Now()}
-	local := func() int64 { return r.now() / 1e3 }
-	if r.see("e", 1, local()+5e12) {
+	r := &Redis{base: time.Now()}
+	const off = int64(5e12) // Redis's clock is 5e12 µs ahead of the node's
+	ms := int64(time.Millisecond)
+	if r.see("e", 1, off+1000, 0, 2*ms) {
 		t.Fatal("the first reply cannot be a jump")
 	}
-	if r.see("e", 2, local()+5e12+300_000) {
-		t.Fatal("300 ms of latency called a jump")
+	if r.see("e", 2, off+10_300, 10*ms, 10*ms+400*ms) {
+		t.Fatal("a reply that took 400 ms called a jump")
 	}
-	if !r.see("e", 3, local()+5e12+10_000_000) {
+	// The node stalls 5 s between sending and reading: what the reply
+	// allows widens, it does not move.
+	if r.see("e", 3, off+20_000, 20*ms, 20*ms+5000*ms) {
+		t.Fatal("a 5 s stall of the node called a jump")
+	}
+	if !r.see("e", 4, off+10_000_000+6_000_000, 6000*ms, 6001*ms) {
 		t.Fatal("a 10 s step forward not seen")
 	}
-	if !r.see("e", 4, local()+5e12) {
+	if !r.see("e", 5, off+7_000_000, 7000*ms, 7001*ms) {
 		t.Fatal("a 10 s step back not seen")
 	}
 }
