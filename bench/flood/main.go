@@ -8,6 +8,7 @@
 //
 //	go run ./bench/flood                  # 2,000 paths of 100 KiB per configuration, a Markdown table
 //	go run ./bench/flood -n 500 -configs A,B
+//	go run ./bench/flood -scan            # a scanner: each path only read, and the upstream has none (404)
 //
 // For each Caddy process it reports the RSS before and after the flood (VmRSS) and its peak (VmHWM), and
 // for redis the DBSIZE and INFO memory used_memory before and after. Caddy runs with
@@ -35,6 +36,9 @@ import (
 	"time"
 )
 
+// scan: each path is only read, and the upstream answers 404 (a scanner of random paths).
+var scan bool
+
 type config struct {
 	name, directive string
 	redis           bool
@@ -56,6 +60,7 @@ func main() {
 	workers := flag.Int("c", 8, "concurrent clients")
 	caddyBin := flag.String("caddy", "", "a Caddy binary with this module (default: go build ./cmd/caddy)")
 	configs := flag.String("configs", "A,B,redis", "configurations to run")
+	flag.BoolVar(&scan, "scan", false, "read each path once, of an upstream that has none of them (404), instead of GET then PUT")
 	flag.Parse()
 	if err := run(*n, *pathBytes, *workers, *caddyBin, strings.Split(*configs, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "flood:", err)
@@ -98,7 +103,11 @@ func run(n, pathBytes, workers int, caddyBin string, names []string) error {
 		}
 		results = append(results, r)
 	}
-	fmt.Printf("%d distinct paths of %d bytes per configuration, each GET then PUT with its ETag, %d clients\n\n", n, pathBytes, workers)
+	what := "each GET then PUT with its ETag"
+	if scan {
+		what = "each read once with GET, none of them on the upstream (404)"
+	}
+	fmt.Printf("%d distinct paths of %d bytes per configuration, %s, %d clients\n\n", n, pathBytes, what, workers)
 	fmt.Println("| config | statuses | Caddy RSS before | after | growth | peak (VmHWM) | Redis DBSIZE before → after | Redis used_memory before → after |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range results {
@@ -145,6 +154,10 @@ func startUpstream() (string, error) {
 }
 
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/scan/") {
+		http.NotFound(w, r)
+		return
+	}
 	h := maphash.String(u.seed, r.URL.Path)
 	u.mu.Lock()
 	v := max(u.versions[h], 1)
@@ -257,7 +270,13 @@ func flood(dir, caddyBin, up string, c config, n, pathBytes, workers int) (resul
 				if i >= int64(n) {
 					return
 				}
-				codes, err := readWrite(client, fmt.Sprintf("%s/flood/%d/%s", base, i, pad))
+				var codes []int
+				var err error
+				if scan {
+					codes, err = readMissing(client, fmt.Sprintf("%s/scan/%d/%s", base, i, pad))
+				} else {
+					codes, err = readWrite(client, fmt.Sprintf("%s/flood/%d/%s", base, i, pad))
+				}
 				mu.Lock()
 				for _, code := range codes {
 					res.statuses[code]++
@@ -282,6 +301,20 @@ func flood(dir, caddyBin, up string, c config, n, pathBytes, workers int) (resul
 	}
 	fmt.Fprintf(os.Stderr, "%s: %d paths in %s\n", c.name, n, res.elapsed.Round(time.Millisecond))
 	return res, nil
+}
+
+// readMissing GETs url, which the upstream does not have: 404.
+func readMissing(client *http.Client, url string) ([]int, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		return []int{resp.StatusCode}, fmt.Errorf("GET: %s, want 404", resp.Status)
+	}
+	return []int{resp.StatusCode}, nil
 }
 
 // readWrite GETs url and PUTs it back with the ETag it got; both must succeed.
