@@ -255,6 +255,11 @@ func (x *exchange) forward() error {
 		if x.reject(conflict.WriteInProgress()) {
 			return x.gone
 		}
+		// Report mode sends it all the same: its outcome is not recorded
+		// under a claim this node may not hold, so the key is uncertain.
+		_, err := x.send()
+		_ = h.store.Record(context.WithoutCancel(r.Context()), x.key, conflict.State{Uncertain: true})
+		return err
 	}
 	ctx := r.Context()
 	based := basedOn(x.state, x.pre)

@@ -33,7 +33,10 @@ type redisLease struct {
 	token string
 	gate  *gate
 	done  atomic.Bool
+	epoch string       // the table's epoch the claim was granted in
 	valid atomic.Int64 // Redis.now() until which the claim is surely held
+	// validWall is the same deadline on the wall clock (unix ns).
+	validWall atomic.Int64
 
 	mu    sync.Mutex
 	timer *time.Timer
@@ -60,10 +63,15 @@ func (ls *redisLease) renew() {
 	r := ls.r
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
 	sent := r.now()
-	rep, err := r.run(ctx, renewScript, ls.key, ls.token, r.leaseUS, r.lifeMS)
+	mode := ""
+	if ls.Held() {
+		mode = "reassert" // if Redis lost the claim, take it back: the write may be at the upstream
+	}
+	rep, err := r.run(ctx, renewScript, ls.key, ls.token, r.leaseUS, r.lifeMS, mode, ls.epoch)
 	cancel()
 	if err == nil && rep.code == 0 {
-		return // taken over: Commit will find out
+		ls.valid.Store(0) // taken over: not held; Commit will find out
+		return
 	}
 	if err == nil {
 		ls.held(sent)
@@ -80,14 +88,26 @@ func (ls *redisLease) held(sent int64) {
 	for {
 		v := ls.valid.Load()
 		if v >= until || ls.valid.CompareAndSwap(v, until) {
+			break
+		}
+	}
+	wall := time.Now().UnixNano() - (ls.r.now() - sent) + int64(ls.r.cfg.Lease)*9/10
+	for {
+		v := ls.validWall.Load()
+		if v >= wall || ls.validWall.CompareAndSwap(v, wall) {
 			return
 		}
 	}
 }
 
 // Held implements Holder: false once the claim may have been taken over
-// (this node stalled, or could not renew it, for most of a lease).
-func (ls *redisLease) Held() bool { return ls.r.now() < ls.valid.Load() }
+// (this node stalled, or could not renew it, for most of a lease). Both the
+// monotonic clock and the wall clock must say so: the monotonic clock
+// stands still while a virtual machine is suspended, the wall clock does
+// not (a wall clock stepped forward only makes a write wait and retry).
+func (ls *redisLease) Held() bool {
+	return ls.r.now() < ls.valid.Load() && time.Now().UnixNano() < ls.validWall.Load()
+}
 
 func (ls *redisLease) stop() {
 	ls.mu.Lock()

@@ -319,12 +319,18 @@ type reply struct {
 	renewals int64
 	// jumped: Redis's clock jumped against this node's (redis_epoch.go).
 	jumped bool
+	// epoch is the table's epoch the script ran in.
+	epoch string
+	// young: the claim was granted within a lease of a loss; µs its
+	// holder must wait before acting on it (lua/claim.lua).
+	young int64
 }
 
 // run runs a script on key with args and the table's four arguments.
 func (r *Redis) run(ctx context.Context, s *redis.Script, key string, args ...any) (reply, error) {
 	sent := r.now()
-	v, err := s.Run(ctx, r.client, r.scriptKeys(key), append(args, r.tableArgs()...)...).Result()
+	table := r.tableArgs()
+	v, err := s.Run(ctx, r.client, r.scriptKeys(key), append(args, table...)...).Result()
 	if err != nil {
 		return reply{}, r.failed(ctx, err)
 	}
@@ -333,7 +339,7 @@ func (r *Redis) run(ctx context.Context, s *redis.Script, key string, args ...an
 		// No age measured across the jump can be trusted: a new epoch
 		// (every key is re-read before its next write for the grace), and
 		// this reply's state is not trusted either.
-		if _, err := r.run(ctx, epochScript, tableSuffix+"-epoch"); err != nil {
+		if err := r.startEpoch(ctx, table[0]); err != nil {
 			return reply{}, err
 		}
 		rep.st, rep.u, rep.age, rep.dropped = "", "", -1, true
@@ -341,11 +347,26 @@ func (r *Redis) run(ctx context.Context, s *redis.Script, key string, args ...an
 	return rep, err
 }
 
+// startEpoch starts a new epoch unless the table's epoch is no longer
+// known, the one the node knew before the reply that showed a clock jump
+// (another node started one since: that one will do).
+func (r *Redis) startEpoch(ctx context.Context, known any) error {
+	table := r.tableArgs()
+	table[0] = known
+	sent := r.now()
+	v, err := epochScript.Run(ctx, r.client, r.scriptKeys(tableSuffix+"-epoch"), table...).Result()
+	if err != nil {
+		return r.failed(ctx, err)
+	}
+	_, err = r.parse(v, sent)
+	return err
+}
+
 // parse reads a script's reply, sent at sent (Redis.now()), and takes what
 // it says of the table.
 func (r *Redis) parse(v any, sent int64) (reply, error) {
 	a, ok := v.([]any)
-	if !ok || len(a) != 13 {
+	if !ok || len(a) != 14 {
 		return reply{}, fmt.Errorf("versioncache: redis: unexpected script reply %v", v)
 	}
 	var rep reply
@@ -367,6 +388,8 @@ func (r *Redis) parse(v any, sent int64) (reply, error) {
 	if n, _ := a[12].(int64); n > 0 {
 		r.added(int(n))
 	}
+	rep.young, _ = a[13].(int64)
+	rep.epoch = epoch
 	rep.jumped = r.see(epoch, seq, now, sent, r.now())
 	return rep, nil
 }

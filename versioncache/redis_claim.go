@@ -53,9 +53,23 @@ func (r *Redis) Claim(ctx context.Context, key string, timeout time.Duration) (L
 		if rep.code == 1 {
 			r.unwait(key, wake)
 			r.watches.forget(key)
-			r.count(e.found)
+			ls.epoch = rep.epoch
 			ls.held(sent)
 			ls.renewLater()
+			if rep.young > 0 {
+				kept, err := r.provisional(ctx, ls, time.Duration(rep.young)*time.Microsecond)
+				if err != nil {
+					r.gates.release(key, g)
+					return nil, Snapshot{}, err
+				}
+				if !kept {
+					// A claim from before the loss took the key back: wait
+					// for it like for any other claim.
+					ls = &redisLease{r: r, key: key, gate: g, token: newToken()}
+					continue
+				}
+			}
+			r.count(e.found)
 			return ls, snap, nil
 		}
 		// Another claim holds the key: watch it on this node's clock.
@@ -91,6 +105,37 @@ func (r *Redis) Claim(ctx context.Context, key string, timeout time.Duration) (L
 			return nil, Snapshot{}, err
 		}
 	}
+}
+
+// provisional waits out a claim granted within a lease of a loss
+// (lua/claim.lua): a claim that held the key before the loss may still be
+// acting, and its renewal takes the key back meanwhile. It reports whether
+// the claim is still this one's; if not, or on error, the claim is given
+// up (the gate stays held).
+func (r *Redis) provisional(ctx context.Context, ls *redisLease, wait time.Duration) (bool, error) {
+	t := time.NewTimer(wait)
+	var err error
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-r.closing:
+		err = ErrClosed
+	}
+	t.Stop()
+	if err == nil {
+		sent := r.now()
+		var rep reply
+		rep, err = r.run(ctx, renewScript, ls.key, ls.token, r.leaseUS, r.lifeMS, "confirm", ls.epoch)
+		if err == nil && rep.code == 1 {
+			ls.held(sent)
+			return true, nil
+		}
+	}
+	ls.done.Store(true)
+	ls.stop()
+	go ls.abandon()
+	return false, err
 }
 
 // watches are the claims of other nodes that this node watches while its

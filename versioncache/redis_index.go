@@ -110,11 +110,13 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 		if len(keys) == 0 {
 			break
 		}
+		known := r.tableArgs()[0]
 		cmds, sent, err := r.readAll(ctx, keys)
 		if err != nil {
 			return nil, "", err
 		}
 		var gone []string
+		jumped := false
 		for j, cmd := range cmds {
 			v, err := cmd.Result()
 			if err != nil {
@@ -123,6 +125,12 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 			rep, err := r.parse(v, sent)
 			if err != nil {
 				continue
+			}
+			if rep.jumped {
+				jumped = true
+			}
+			if jumped {
+				continue // no age read across a clock jump is trusted
 			}
 			if rep.gen == 0 {
 				gone = append(gone, keys[j]) // expired: no generation left
@@ -135,6 +143,12 @@ func (r *Redis) List(ctx context.Context, prefix, after string, limit int) ([]It
 			if len(items) <= limit {
 				items = append(items, Item{Key: keys[j], State: s})
 			}
+		}
+		if jumped {
+			if err := r.startEpoch(ctx, known); err != nil {
+				return nil, "", err
+			}
+			return r.List(ctx, prefix, after, limit) // in the new epoch
 		}
 		if len(gone) > 0 {
 			// Not needed for the answer: an error only leaves them for later.

@@ -79,7 +79,7 @@ func TestRedisFlushDropsKeys(t *testing.T) {
 }
 
 func TestRedisRestartDropsKeys(t *testing.T) {
-	srv, a, b := twoNodes(t, RedisConfig{})
+	srv, a, b := twoNodes(t, RedisConfig{Lease: 300 * time.Millisecond})
 	written(t, a, "example.com/doc", `"v2"`)
 	getOn(t, b, "example.com/doc")
 	srv.Stop()
@@ -107,7 +107,7 @@ func TestRedisRestartDropsKeys(t *testing.T) {
 // write notices the table's write count went back, and no state of the
 // old epoch is trusted.
 func TestRedisRollbackDetected(t *testing.T) {
-	srv, a, b := twoNodes(t, RedisConfig{})
+	srv, a, b := twoNodes(t, RedisConfig{Lease: 300 * time.Millisecond})
 	ctx := context.Background()
 	written(t, a, "example.com/doc", `"v1"`)
 	if err := admin(t, srv).Save(ctx).Err(); err != nil {
@@ -232,5 +232,78 @@ func TestRedisMemoryPerKey(t *testing.T) {
 	t.Logf("per written key: %d bytes of hash, %d in the key index", perHash, perIndex)
 	if perHash > 300 || perIndex > 160 {
 		t.Errorf("per key: %d + %d bytes, more than the README's 300 + 160", perHash, perIndex)
+	}
+}
+
+// TestRedisLossWhileClaimHeld: Redis loses its data while node a holds a
+// key's claim (its write may be at the upstream). Node b's claim, granted
+// within a lease of the loss, is provisional: a's next renewal takes the
+// key back, b waits for a's write like for any other, and decides on its
+// result. Two writes to one key are never in flight at once.
+func TestRedisLossWhileClaimHeld(t *testing.T) {
+	srv, a, b := twoNodes(t, RedisConfig{Lease: 600 * time.Millisecond})
+	ctx := context.Background()
+	const key = "example.com/doc"
+	written(t, a, key, `"v1"`)
+	getOn(t, b, key) // b knows the table's epoch
+	la, _ := claimOn(t, a, key)
+	if err := admin(t, srv).FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	type claimed struct {
+		l    Lease
+		snap Snapshot
+		err  error
+		at   time.Time
+	}
+	got := make(chan claimed, 1)
+	go func() {
+		l, snap, err := b.Claim(ctx, key, 5*time.Second)
+		got <- claimed{l, snap, err, time.Now()}
+	}()
+	time.Sleep(400 * time.Millisecond) // a renews (every lease/3) and takes its claim back
+	if !Held(la) {
+		t.Fatal("a's claim is not held after the loss")
+	}
+	select {
+	case c := <-got:
+		t.Fatalf("b got the claim while a still held it: %+v", c)
+	default:
+	}
+	committed := time.Now()
+	if err := la.Commit(ctx, conflict.State{Version: `"v2"`, Live: true}); err != nil {
+		t.Fatalf("a's commit after the loss: %v", err)
+	}
+	c := <-got
+	if c.err != nil {
+		t.Fatal(c.err)
+	}
+	defer c.l.Release()
+	if c.at.Before(committed) {
+		t.Fatal("b's claim returned before a's write ended")
+	}
+	if !c.snap.Found || c.snap.State.Version != `"v2"` {
+		t.Fatalf("b decides on %+v, want a's write v2", c.snap)
+	}
+}
+
+// TestRedisLateReadAcrossLoss: a read that started before a write and a
+// loss is not recorded in the new epoch: the version it saw may have been
+// superseded by a write Redis lost.
+func TestRedisLateReadAcrossLoss(t *testing.T) {
+	srv, a, b := twoNodes(t, RedisConfig{Lease: 300 * time.Millisecond})
+	ctx := context.Background()
+	getOn(t, a, "example.com/x") // a knows the table's epoch
+	const key = "example.com/doc"
+	tok := a.ReadStart(key) // Redis does not hold the key yet
+	written(t, b, key, `"v2"`)
+	if err := admin(t, srv).FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := a.Observe(ctx, key, tok, `"v1"`, false); ok {
+		t.Error("a read that started before the loss was recorded")
+	}
+	if snap := claimSnap(t, b, key); snap.Found || !snap.Dropped {
+		t.Fatalf("after the late read: %+v, want dropped (re-read)", snap)
 	}
 }

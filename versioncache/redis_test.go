@@ -474,7 +474,7 @@ func TestRedisPurgeAndList(t *testing.T) {
 // ErrUnavailable (reads are simply not recorded); once it is back, the
 // same store works again without being reopened.
 func TestRedisUnavailable(t *testing.T) {
-	srv, a, _ := twoNodes(t, RedisConfig{Timeout: 500 * time.Millisecond})
+	srv, a, _ := twoNodes(t, RedisConfig{Timeout: 500 * time.Millisecond, Lease: 300 * time.Millisecond})
 	ctx := context.Background()
 	if err := a.Record(ctx, "k", conflict.State{Version: "1"}); err != nil {
 		t.Fatal(err)

@@ -30,6 +30,15 @@ if c then
   redis.call('HDEL', k, 't')
 end
 redis.call('HSET', k, 'c', ARGV[1], 'ce', fmt(now + tonumber(ARGV[2])), 'cr', '0', 'g', ARGV[4])
+redis.call('HDEL', k, 'pv')
+if born and now - born < tonumber(ARGV[2]) and not c then
+  -- Within a lease of a loss: a claim that held the key before the loss
+  -- may still be acting (its write at the upstream). This claim is
+  -- provisional: its holder waits until the epoch is a lease old, and a
+  -- renewal of the earlier claim takes the key back meanwhile (renew.lua).
+  redis.call('HSET', k, 'pv', '1')
+  young = born + tonumber(ARGV[2]) - now
+end
 redis.call('PEXPIRE', k, ARGV[5])
 added = index(ARGV[5])
 return result(1, ARGV[4], st, u, a(), 0, grace and not st and not u)

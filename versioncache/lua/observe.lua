@@ -9,12 +9,18 @@
 local h = redis.call('HMGET', k, 'g', 'c', 'at', 'st', 'u', 'e')
 local g, c, at, st, u, e = h[1], h[2], h[3], h[4], h[5], h[6]
 if ARGV[1] == 'absent' then
-  if g or c then return result(0, g, false, false, -1, 0, false) end
+  -- (during a grace, the read may have started before the loss)
+  if g or c or grace then return result(0, g, false, false, -1, 0, false) end
 elseif not g or g ~= ARGV[1] or c then
   if not alive(at, e, ARGV[5]) then st = false end
   return result(0, g, st, u, age(at), 0, false)
 end
 local live = alive(at, e, ARGV[5])
+if grace and not live then
+  -- The generation may have come back with a rollback, or the read may
+  -- have started before the loss: what it saw is not recorded.
+  return result(0, g, false, false, -1, 0, false)
+end
 local nxt = ARGV[3]
 if live then nxt = ARGV[2] end
 if live and not u and st == nxt then

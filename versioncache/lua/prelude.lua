@@ -33,7 +33,7 @@ local now = now_us()
 -- period after a new epoch, a key without a trusted state is *dropped*
 -- (the next write re-reads the upstream): it may have been written through
 -- the proxy before the loss.
-local rec = redis.call('HMGET', KEYS[3], 'e', 's', 'gr')
+local rec = redis.call('HMGET', KEYS[3], 'e', 's', 'gr', 'b')
 local epoch, seq = rec[1], tonumber(rec[2] or '0')
 local function start_grace()
   redis.call('SET', KEYS[4], epoch, 'PX', grace_ms)
@@ -43,7 +43,11 @@ local function new_epoch(lost)
   epoch, seq = fresh_e, math.max(seq, known_s)
   redis.call('DEL', KEYS[3])
   redis.call('HSET', KEYS[3], 'e', epoch, 's', fmt(seq))
-  if lost then start_grace() end
+  if lost then
+    start_grace()
+    -- born: claims granted within a lease of it are provisional (claim.lua)
+    redis.call('HSET', KEYS[3], 'b', fmt(now))
+  end
 end
 if not epoch then
   -- Lost, or the table's first use: a node that knew an epoch tells, and
@@ -55,7 +59,12 @@ elseif known_e ~= '' and epoch ~= known_e and not rec[3] then
   -- Another node started this epoch not knowing of the loss (it had just
   -- started itself); this node knew the lost epoch.
   start_grace()
+  redis.call('HSET', KEYS[3], 'b', fmt(now))
+  rec[4] = fmt(now)
 end
+-- born is when the current epoch began after a loss (nil: not after one).
+local born = tonumber(rec[4] or '')
+if epoch == fresh_e and redis.call('HEXISTS', KEYS[3], 'b') == 1 then born = now end
 local grace = redis.call('EXISTS', KEYS[4]) == 1
 
 -- bump counts a write in the table's record.
@@ -87,10 +96,12 @@ end
 
 -- result is every script's reply: {code, generation, st, u, age of st,
 -- µs until the claim's lease ends, epoch, write count, dropped, Redis
--- now, claim token, claim renewals, added to the index}.
+-- now, claim token, claim renewals, added to the index, µs a provisional
+-- claim must wait}.
 local added = 0
+local young = 0
 local function result(code, g, st, u, a, left, dropped, c, cr)
   local d = 0
   if dropped then d = 1 end
-  return {code, g or '', st or '', u or '', a, left or 0, epoch, seq, d, now, c or '', cr or 0, added}
+  return {code, g or '', st or '', u or '', a, left or 0, epoch, seq, d, now, c or '', cr or 0, added, young}
 end
