@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -283,9 +285,7 @@ func TestRedisNodeFrozenMidWrite(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	a.freeze(t)
 	defer a.cmd.Process.Signal(syscall.SIGCONT)
 	close(l.hold) // a's write lands while a is frozen
 	deadline = time.Now().Add(5 * time.Second)
@@ -362,9 +362,7 @@ func TestRedisStalledNodeDoesNotSend(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	a.freeze(t)
 	defer a.cmd.Process.Signal(syscall.SIGCONT)
 	close(hold)
 	r, err := send(client, http.MethodPut, b.url+"/doc", `{"value":1}`, map[string]string{"If-Match": `"v0"`, "X-Request-Id": "b"})
@@ -390,4 +388,34 @@ func TestRedisStalledNodeDoesNotSend(t *testing.T) {
 		t.Errorf("%d writes reached the upstream, want only b's", n)
 	}
 	l.check(t, map[string]bool{"b": true})
+}
+
+// freeze stops the node with SIGSTOP and waits until every one of its
+// threads is stopped: kill(2) returns before a thread that is running on
+// another core has stopped.
+func (n *node) freeze(t *testing.T) {
+	t.Helper()
+	pid := n.cmd.Process.Pid
+	if err := n.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		stopped := len(tasks) > 0
+		for _, task := range tasks {
+			b, err := os.ReadFile(task)
+			// the state follows the command name, which is in parentheses
+			if i := strings.LastIndexByte(string(b), ')'); err != nil || i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+				stopped = false
+			}
+		}
+		if stopped {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the node's threads did not all stop after SIGSTOP")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
