@@ -97,8 +97,9 @@ func newRedisClient(cfg *RedisConfig, h redis.Hook) (redis.UniversalClient, erro
 		return nil, err
 	}
 	addrs := cfg.addrs()
-	// The settings below are repeated for each options type of go-redis
-	// (they share no struct); keep the three alike.
+	// One set of options for every topology, through go-redis's universal
+	// client (a Sentinel failover client for MasterName, a Cluster client
+	// for Cluster, else a plain client):
 	//
 	//   - DialTimeout, ReadTimeout, WriteTimeout: cfg.Timeout.
 	//   - DialerRetries 1: a Redis that is down fails the call at once
@@ -107,73 +108,32 @@ func newRedisClient(cfg *RedisConfig, h redis.Hook) (redis.UniversalClient, erro
 	//     client that went away).
 	//   - MaxRetries 1: one retry survives a connection Redis closed (a
 	//     restart, a failover); every script is idempotent, so a retry
-	//     after a lost reply is safe.
+	//     after a lost reply is safe. A Cluster's redirections (MOVED/ASK
+	//     while slots move) are followed apart, up to go-redis's 3.
 	//   - Protocol 2, DisableIdentity and no maintenance notifications:
 	//     works with Redis 5+, Valkey and managed Redis, and keeps go-redis
-	//     from logging refusals.
-	const name = "caddy-conflict"
-	var c redis.UniversalClient
-	switch {
-	case cfg.Cluster:
-		c = redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:                 addrs,
-			Username:              cfg.Username,
-			Password:              cfg.Password,
-			TLSConfig:             cfg.TLS,
-			ClientName:            name,
-			DialTimeout:           cfg.Timeout,
-			DialerRetries:         1,
-			ReadTimeout:           cfg.Timeout,
-			WriteTimeout:          cfg.Timeout,
-			ContextTimeoutEnabled: true,
-			MaxRetries:            1,
-			// Redirections (MOVED/ASK while slots move) are followed up to
-			// go-redis's default of 3; MaxRetries counts them apart.
-			Protocol:                 2,
-			DisableIdentity:          true,
-			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-		})
-	case cfg.MasterName != "":
-		// go-redis disables maintenance notifications of a failover
-		// client itself.
-		c = redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName:            cfg.MasterName,
-			SentinelAddrs:         addrs,
-			SentinelUsername:      cfg.SentinelUsername,
-			SentinelPassword:      cfg.SentinelPassword,
-			Username:              cfg.Username,
-			Password:              cfg.Password,
-			DB:                    cfg.DB,
-			TLSConfig:             cfg.TLS,
-			ClientName:            name,
-			DialTimeout:           cfg.Timeout,
-			DialerRetries:         1,
-			ReadTimeout:           cfg.Timeout,
-			WriteTimeout:          cfg.Timeout,
-			ContextTimeoutEnabled: true,
-			MaxRetries:            1,
-			Protocol:              2,
-			DisableIdentity:       true,
-		})
-	default:
-		c = redis.NewClient(&redis.Options{
-			Addr:                     addrs[0],
-			Username:                 cfg.Username,
-			Password:                 cfg.Password,
-			DB:                       cfg.DB,
-			TLSConfig:                cfg.TLS,
-			ClientName:               name,
-			DialTimeout:              cfg.Timeout,
-			DialerRetries:            1,
-			ReadTimeout:              cfg.Timeout,
-			WriteTimeout:             cfg.Timeout,
-			ContextTimeoutEnabled:    true,
-			MaxRetries:               1,
-			Protocol:                 2,
-			DisableIdentity:          true,
-			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-		})
-	}
+	//     from logging refusals (a failover client has none anyway).
+	c := redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:                    addrs,
+		IsClusterMode:            cfg.Cluster,
+		MasterName:               cfg.MasterName,
+		SentinelUsername:         cfg.SentinelUsername,
+		SentinelPassword:         cfg.SentinelPassword,
+		Username:                 cfg.Username,
+		Password:                 cfg.Password,
+		DB:                       cfg.DB,
+		TLSConfig:                cfg.TLS,
+		ClientName:               "caddy-conflict",
+		DialTimeout:              cfg.Timeout,
+		DialerRetries:            1,
+		ReadTimeout:              cfg.Timeout,
+		WriteTimeout:             cfg.Timeout,
+		ContextTimeoutEnabled:    true,
+		MaxRetries:               1,
+		Protocol:                 2,
+		DisableIdentity:          true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
 	c.AddHook(h)
 	return c, nil
 }
