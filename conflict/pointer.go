@@ -185,19 +185,9 @@ func (s *scan) pathObject(i, l, d int) int {
 		} else {
 			i = s.skip(i, d+1)
 		}
-		if i < 0 {
-			return -1
-		}
-		if i = jsonSpace(doc, i); i >= len(doc) {
-			return -1
-		}
-		switch doc[i] {
-		case '}':
-			return i + 1
-		case ',':
-			i = jsonSpace(doc, i+1)
-		default:
-			return -1
+		var done bool
+		if i, done = afterElement(doc, i, '}'); done {
+			return i
 		}
 	}
 }
@@ -221,21 +211,31 @@ func (s *scan) pathArray(i, l, d int) int {
 		} else {
 			i = s.skip(i, d+1)
 		}
-		if i < 0 {
-			return -1
-		}
-		if i = jsonSpace(doc, i); i >= len(doc) {
-			return -1
-		}
-		switch doc[i] {
-		case ']':
-			return i + 1
-		case ',':
-			i = jsonSpace(doc, i+1)
-		default:
-			return -1
+		var done bool
+		if i, done = afterElement(doc, i, ']'); done {
+			return i
 		}
 	}
+}
+
+// afterElement reads what follows an element of a container on the path,
+// which ended at doc[i] (i < 0: it was not JSON): the container's close,
+// done with the offset after it, or a comma, with the next element's
+// offset; anything else is done with -1.
+func afterElement(doc []byte, i int, close byte) (int, bool) {
+	if i < 0 {
+		return -1, true
+	}
+	if i = jsonSpace(doc, i); i >= len(doc) {
+		return -1, true
+	}
+	switch doc[i] {
+	case close:
+		return i + 1, true
+	case ',':
+		return jsonSpace(doc, i+1), false
+	}
+	return -1, true
 }
 
 // nameIs reports whether the member name name (quoted, as in the
