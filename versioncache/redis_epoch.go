@@ -28,7 +28,12 @@ import (
 //   - for a grace period (ttl + lease, <KeyPrefix>\x00grace with PX), a key
 //     without a trusted state is *dropped*: its next write that claims a
 //     version re-reads the upstream first, since it may have been written
-//     through the proxy before the loss.
+//     through the proxy before the loss;
+//   - for a lease after it, a claim is provisional (lua/claim.lua): its
+//     holder waits until the epoch is a lease old, while a node that held
+//     the key before the loss takes it back by its next renewal (its write
+//     may be at the upstream), so two writes to a key are never in flight
+//     across a loss; a read that started before the loss is not recorded.
 //
 // Clocks: ages are Redis TIME compared with Redis TIME, and a write claim is
 // only taken over from a holder that a node watched make no progress (no
