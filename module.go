@@ -117,19 +117,23 @@ type Handler struct {
 	// as the legacy stacks that honour the header treat it. Default true.
 	MethodOverride *bool `json:"method_override,omitempty"`
 
-	methods            map[string]bool
-	normalize          [600]bool
-	scheme             conflict.Scheme
-	pointer            conflict.Pointer
-	policy             conflict.Policy
-	hint               string // how to send a precondition, for 428 answers
-	keyHasQuery        bool
-	defaultKey         bool
-	keyTemplate        string // Key with normalized host and path placeholders (keyOf)
-	keyUses            int
-	report             bool
-	poolKey            string
-	history            *versioncache.History
+	methods     map[string]bool
+	normalize   [600]bool
+	scheme      conflict.Scheme
+	pointer     conflict.Pointer
+	policy      conflict.Policy
+	hint        string // how to send a precondition, for 428 answers
+	keyHasQuery bool
+	defaultKey  bool
+	keyTemplate string // Key with normalized host and path placeholders (keyOf)
+	keyUses     int
+	report      bool
+	poolKey     string
+	history     *versioncache.History
+	// reps is where representations are recorded and looked up: the
+	// shared history with a Redis store (history is then its near-cache),
+	// else history itself.
+	reps               versioncache.Representations
 	historyPoolKey     string
 	store              versioncache.Store
 	rejectOnStoreError bool

@@ -236,24 +236,14 @@ type pooledHistory struct {
 
 func (p pooledHistory) Destruct() error {
 	if p.shared != nil {
-		sharedHistories.Delete(p.History)
 		_ = p.shared.Close()
 	}
 	return p.History.Close()
 }
 
-// sharedHistories finds the shared history of a handler's history (the
-// handler keeps the near-cache, *versioncache.History).
-var sharedHistories sync.Map // *versioncache.History -> *versioncache.RedisHistory
-
-// representations is where h records and looks up representations: the
-// shared history with a Redis store, else h.history. h.history must be set.
-func (h *Handler) representations() versioncache.Representations {
-	if s, ok := sharedHistories.Load(h.history); ok {
-		return s.(*versioncache.RedisHistory)
-	}
-	return h.history
-}
+// representations is where h records and looks up representations (see
+// Handler.reps). h.history must be set.
+func (h *Handler) representations() versioncache.Representations { return h.reps }
 
 // provisionHistory opens (or shares) the history. Like the version table
 // it is shared by handlers that read versions alike and survives reloads,
@@ -286,7 +276,6 @@ func (h *Handler) provisionHistory() error {
 		})}
 		if s, ok := versioncache.NewRedisHistory(h.store, local, h.History.Count, size); ok {
 			p.shared = s
-			sharedHistories.Store(local, s)
 		}
 		return p, nil
 	})
@@ -296,7 +285,10 @@ func (h *Handler) provisionHistory() error {
 	p := val.(pooledHistory)
 	_ = p.sizes.ask(h, bounds) // never fails
 	h.historyPoolKey = key
-	h.history = p.History
+	h.history, h.reps = p.History, p.History
+	if p.shared != nil {
+		h.reps = p.shared
+	}
 	return nil
 }
 
