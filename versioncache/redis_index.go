@@ -3,12 +3,14 @@ package versioncache
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// The Redis store's key index (a sorted set per table, see Redis) and
-// what reads it: List and Purge.
+// The Redis store's key index (a sorted set per table, see Redis), what
+// reads it (List and Purge) and its sweep.
 
 // indexSuffix follows KeyPrefix in the name of the key index. A resource
 // key would have to be exactly this string (a NUL byte and "index") to
@@ -186,4 +188,96 @@ func (r *Redis) readAll(ctx context.Context, keys []string) ([]*redis.Cmd, int64
 		}
 		return cmds, sent, nil
 	}
+}
+
+// The key index's sweep: every key a script adds to the index has the node
+// check two members at a cursor that walks the index round and round, so
+// that the index holds at most about twice the live keys. It runs in the
+// background, one batch at a time, each key it checks declared to Redis.
+type sweeper struct {
+	mu      sync.Mutex
+	pending int
+	running bool
+	cursor  string
+}
+
+// sweepBatch bounds the members one sweep round trip checks.
+const sweepBatch = 128
+
+// added notes n keys new to the index and starts a sweep if none runs and
+// enough are pending (a round trip checks up to sweepBatch members).
+func (r *Redis) added(n int) {
+	if n <= 0 {
+		return
+	}
+	s := &r.sweeper
+	s.mu.Lock()
+	s.pending += 2 * n
+	if s.running || s.pending < sweepBatch/2 {
+		s.mu.Unlock()
+		return
+	}
+	s.running = true
+	s.mu.Unlock()
+	go r.sweep()
+}
+
+func (r *Redis) sweep() {
+	s := &r.sweeper
+	for {
+		s.mu.Lock()
+		n := min(s.pending, sweepBatch)
+		s.pending -= n
+		from := s.cursor
+		if n == 0 || r.closed.Load() {
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		next, err := r.sweepFrom(from, n)
+		s.mu.Lock()
+		if err != nil {
+			s.pending = 0 // Redis is down: the next keys added start again
+		}
+		s.cursor = next
+		s.mu.Unlock()
+	}
+}
+
+// sweepFrom checks up to n members after from and prunes those whose keys
+// are gone; it returns the next cursor ("" after the last member).
+func (r *Redis) sweepFrom(from string, n int) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
+	defer cancel()
+	lo := "-"
+	if from != "" {
+		lo = "(" + from
+	}
+	ms, err := r.client.ZRangeByLex(ctx, r.keys, &redis.ZRangeBy{Min: lo, Max: "+", Count: int64(n)}).Result()
+	if err != nil || len(ms) == 0 {
+		return "", err
+	}
+	if err := r.prune(ctx, ms); err != nil {
+		return from, err
+	}
+	if len(ms) < n {
+		return "", nil
+	}
+	return ms[len(ms)-1], nil
+}
+
+// prune removes the members whose keys are gone from the index.
+func (r *Redis) prune(ctx context.Context, members []string) error {
+	keys := make([]string, 1, len(members)+1)
+	keys[0] = r.keys
+	args := make([]any, len(members))
+	for i, m := range members {
+		keys = append(keys, r.cfg.KeyPrefix+m)
+		args[i] = m
+	}
+	if err := pruneScript.Run(ctx, r.client, keys, args...).Err(); err != nil {
+		return fmt.Errorf("versioncache: redis: prune the key index: %w", err)
+	}
+	return nil
 }
