@@ -177,7 +177,7 @@ func (x *exchange) claimKey() *conflict.Rejection {
 func (x *exchange) reread() *conflict.Rejection {
 	h := x.h
 	uncertain := x.state.Uncertain
-	dropped := !x.snap.Found && x.snap.Recent &&
+	dropped := !x.snap.Found && x.snap.Dropped &&
 		x.pre.Kind != conflict.PreconditionNone && x.pre.Kind != conflict.PreconditionForeign
 	preflight := h.Preflight && !x.state.Known() && !x.state.Deleted
 	if !uncertain && !dropped && !preflight {

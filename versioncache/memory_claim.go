@@ -162,7 +162,7 @@ func (m *Memory) claimed(ls *memoryLease, now int64) (Lease, Snapshot, error) {
 	if v != nil {
 		return ls, Snapshot{State: v.state, Found: true}, nil
 	}
-	return ls, Snapshot{Dropped: dropped, Recent: dropped}, nil
+	return ls, Snapshot{Dropped: dropped}, nil
 }
 
 type memoryLease struct {

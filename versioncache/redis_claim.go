@@ -49,7 +49,7 @@ func (r *Redis) Claim(ctx context.Context, key string, timeout time.Duration) (L
 			return nil, Snapshot{}, err
 		}
 		e := r.learn(key, rep, false)
-		snap := Snapshot{State: e.state, Found: e.found, Dropped: rep.dropped, Recent: rep.dropped}
+		snap := Snapshot{State: e.state, Found: e.found, Dropped: rep.dropped}
 		if rep.code == 1 {
 			r.unwait(key, wake)
 			r.watches.forget(key)

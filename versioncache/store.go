@@ -48,10 +48,6 @@ type Snapshot struct {
 	// Dropped is true when Found is false although the proxy wrote the key
 	// within the ttl (see above).
 	Dropped bool
-	// Recent is Dropped under its former name; the stores set both.
-	//
-	// Deprecated: use Dropped.
-	Recent bool
 }
 
 // Store is a version table.
@@ -91,7 +87,7 @@ type Store interface {
 
 	// Purge forgets one key (prefix == false) or every key starting with it
 	// and reports how many keys it forgot. The next write to a purged key
-	// is decided as unknown (Snapshot.Recent is false), and a read that was
+	// is decided as unknown (Snapshot.Dropped is false), and a read that was
 	// in flight during the purge is not recorded.
 	Purge(ctx context.Context, key string, prefix bool) (int, error)
 
