@@ -124,8 +124,10 @@ type RedisConfig struct {
 // stamps with a node's estimate of Redis's clock would also avoid the round
 // trip, but a clock step on the Redis host could then let a late read
 // through; the generation cannot. On a near-cache miss ReadStart asks Redis
-// once (and creates the generation), so the first read of a key on a node
-// is learned too.
+// once, so the first read of a key on a node is learned too; a key Redis
+// does not hold gets no generation (absentToken: recorded only if it is
+// still absent, and only a found resource), so reads of unseen paths store
+// nothing.
 //
 // The near-cache (ristretto, bounded by NearBytes) keeps per key the last
 // generation and state this node saw. It is never used for a write
