@@ -63,7 +63,7 @@ func (m *Memory) swapIndex(key string, h uint64, v *stored) (e, prev *entry) {
 			p.add(key)
 		}
 	}
-	e = &entry{key: key, h: h, charged: cost(key, &v.state) + m.sortedCost()}
+	e = &entry{key: key, h: h, charged: charge(key, &v.state) + m.sortedCost()}
 	e.cur.Store(v)
 	ix.keys[key] = e
 	return e, prev

@@ -48,6 +48,29 @@ func cost(key string, s *conflict.State) int64 {
 			n += strBytes(v)
 		}
 	}
+	if c := cap(s.Variants); c > 0 {
+		n += int64(c) * int64(unsafe.Sizeof(conflict.Variant{}))
+		for _, v := range s.Variants {
+			n += strBytes(v.ID) + strBytes(v.Version)
+		}
+	}
+	return n
+}
+
+// charge is what a new entry holding s is charged: its cost and, for a
+// key the proxy has written (it has superseded versions), room for the
+// superseded list to fill up with versions as long as the current one.
+// A key written once is usually written again; with the room, each of
+// those writes changes the entry in place (swapIndex) instead of storing
+// a larger one through ristretto's Set, the most expensive step of a
+// write. The room is charged, not allocated: fewer keys fit in
+// cache_size, never more bytes.
+func charge(key string, s *conflict.State) int64 {
+	n := cost(key, s)
+	if k := len(s.Superseded); k > 0 && k < conflict.MaxSuperseded {
+		n += int64(conflict.MaxSuperseded-k) * strBytes(s.Version)
+		n += int64(max(conflict.MaxSuperseded-cap(s.Superseded), 0)) * int64(unsafe.Sizeof(""))
+	}
 	return n
 }
 

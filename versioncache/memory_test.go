@@ -590,6 +590,65 @@ func TestMemoryInPlaceUpdates(t *testing.T) {
 	}
 }
 
+// TestMemoryWrittenKeyRoom: the first write to a key that a read learned
+// stores a new entry, charged with room for its superseded list to fill;
+// the writes after it change that entry in place (no ristretto Set), and
+// the table's bytes stay what that entry was charged.
+func TestMemoryWrittenKeyRoom(t *testing.T) {
+	ctx := context.Background()
+	m := newTestMemory(t, MemoryConfig{})
+	const key = "example.com/room"
+	h := hashKey(key)
+	if err := m.Record(ctx, key, conflict.State{Version: `"v00"`, Live: true}); err != nil {
+		t.Fatal(err)
+	}
+	m.cache.Wait()
+	read := m.indexed(key, h)
+	var first *entry
+	var bytes int64
+	s := conflict.State{Version: `"v00"`, Live: true}
+	for i := 1; i <= 2*conflict.MaxSuperseded; i++ {
+		l, snap := mustClaim(t, m, key)
+		s = snap.State.AfterWrite([]string{s.Version}, conflict.WriteResult{Method: http.MethodPut, Status: 204, Version: fmt.Sprintf(`"v%02d"`, i)})
+		if err := l.Commit(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		m.cache.Wait()
+		e := m.indexed(key, h)
+		if i == 1 {
+			if e == read {
+				t.Fatal("the first write changed the read's entry in place: it has no room for superseded versions")
+			}
+			first, bytes = e, m.Stats().Bytes
+			continue
+		}
+		if e != first {
+			t.Fatalf("write %d (superseded %d) stored a new entry", i, len(s.Superseded))
+		}
+		if e.charged < cost(key, &s) {
+			t.Fatalf("write %d: entry charged %d bytes, its state takes %d", i, e.charged, cost(key, &s))
+		}
+		if got := m.Stats().Bytes; got != bytes {
+			t.Fatalf("write %d changed the table's bytes: %d -> %d", i, bytes, got)
+		}
+	}
+	if len(s.Superseded) != conflict.MaxSuperseded {
+		t.Fatalf("superseded %d, want full", len(s.Superseded))
+	}
+}
+
+// TestCostCountsVariants: a negotiated resource's variants are charged.
+func TestCostCountsVariants(t *testing.T) {
+	one := conflict.State{Version: `"a"`, Live: true}
+	many := one
+	for i := range conflict.MaxVariants {
+		many.Variants = append(many.Variants, conflict.Variant{ID: fmt.Sprintf("%016x", i), Version: fmt.Sprintf(`"variant-%d"`, i)})
+	}
+	if d := cost("k", &many) - cost("k", &one); d < int64(conflict.MaxVariants)*(16+16+16) {
+		t.Errorf("%d variants add %d bytes to the cost", conflict.MaxVariants, d)
+	}
+}
+
 func TestMemoryClaimTimeout(t *testing.T) {
 	ctx := context.Background()
 	m := newTestMemory(t, MemoryConfig{})
