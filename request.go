@@ -41,6 +41,8 @@ func (h *Handler) bodyClaim(r *http.Request) (conflict.Precondition, *conflict.R
 	}
 }
 
+var errLonger = errors.New("request body longer than its Content-Length")
+
 // readUpTo reads at most limit bytes of r's body and puts them back in front
 // of the rest, keeping the original Close. complete is false when the body
 // is longer than limit.
@@ -50,14 +52,25 @@ func readUpTo(r *http.Request, limit int64) (buf []byte, complete bool, err erro
 	}
 	if cl := r.ContentLength; cl >= 0 && cl <= limit {
 		// The common case: a declared length within the limit, read in one
-		// allocation of exactly that size.
-		buf = make([]byte, cl, cl+1) // one byte more, to see the end
-		if _, err := io.ReadFull(r.Body, buf); err != nil {
+		// allocation, one byte more to see the end (net/http's body returns
+		// its last bytes with io.EOF: a body within its length is one Read).
+		buf = make([]byte, cl+1)
+		n := 0
+		for err == nil && n <= int(cl) {
+			var k int
+			k, err = r.Body.Read(buf[n:])
+			n += k
+		}
+		switch {
+		case n > int(cl):
+			return nil, false, errLonger
+		case n == int(cl): // all that was declared, whatever came after it
+		case err == io.EOF:
+			return nil, false, io.ErrUnexpectedEOF
+		default:
 			return nil, false, err
 		}
-		if n, _ := r.Body.Read(buf[cl : cl+1]); n > 0 {
-			return nil, false, errors.New("request body longer than its Content-Length")
-		}
+		buf = buf[:cl]
 		r.Body = newHeldBody(buf, r.Body)
 		return buf, true, nil
 	}
