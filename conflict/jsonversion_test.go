@@ -195,13 +195,26 @@ func FuzzLookupReference(f *testing.F) {
 	f.Add([]byte(`{"a":[0,-1.5E+3,false]} `), "/a/1")
 	f.Add([]byte(`{"a":`), "/a")
 	f.Add([]byte(`{"a":1}x`), "/a")
+	for _, seed := range blockSeeds() {
+		f.Add([]byte(seed.doc), seed.ptr)
+	}
 	f.Fuzz(func(t *testing.T, doc []byte, ptr string) {
 		p, err := ParsePointer(ptr)
 		if err != nil {
 			return
 		}
 		agree(t, doc, p)
+		agreeByBlocks(t, doc, p)
 	})
+}
+
+// agreeByBlocks is agree with every container read by blocks
+// (skipBlocks), however small.
+func agreeByBlocks(t *testing.T, doc []byte, p Pointer) {
+	t.Helper()
+	defer func(n int) { blockAfter = n }(blockAfter)
+	blockAfter = 0
+	agree(t, doc, p)
 }
 
 // lookupReference is the Lookup that decoded the containers on the path
