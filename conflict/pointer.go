@@ -104,12 +104,6 @@ func (p Pointer) find(v any) (any, bool) {
 	return v, true
 }
 
-// blockAfter is how far into a container skipContainer reads token by
-// token before it goes on by blocks (skipBlocks): small containers are
-// read faster token by token. A variable for the tests, which set it to 0
-// to read every container by blocks.
-var blockAfter = 256
-
 // maxNestingDepth is encoding/json's limit: a document nested deeper is
 // not valid JSON to json.Valid, so not to resolve either.
 const maxNestingDepth = 10000
@@ -291,9 +285,12 @@ func (s *scan) skip(i, d int) int {
 func (s *scan) skipContainer(i, d int) int {
 	doc := s.doc
 	limit := maxNestingDepth - d
-	n := 0          // containers open
-	object := false // the innermost one is an object
-	blocks := i + blockAfter
+	n := 0                // containers open
+	object := false       // the innermost one is an object
+	blocks := math.MaxInt // where to go on by blocks (skipBlocks)
+	if blockAfter < len(doc)-i {
+		blocks = i + blockAfter
+	}
 	for {
 		// doc[i] is the first byte of a value (i < len(doc)).
 		if i >= blocks {

@@ -191,6 +191,11 @@ func FuzzPointer(f *testing.F) {
 		if !valid {
 			t.Fatalf("resolve: %q is not valid", doc)
 		}
+		defer func(n int) { blockAfter = n }(blockAfter)
+		blockAfter = 0 // every container skipped by blocks too
+		if s, e, ok := p.resolve(trimmed); s != start || e != end || !ok {
+			t.Fatalf("resolve by blocks: %d %d %v, token by token %d %d", s, e, ok, start, end)
+		}
 		if ok != (start >= 0) {
 			t.Fatalf("find %v, resolve %d", ok, start)
 		}

@@ -85,6 +85,44 @@ func classifyBlockSWAR(b *[64]byte, m *blockMasks) {
 	*m = blockMasks{quote, backslash, ctrl, space, open, close, curly, colon, comma, zero, digit}
 }
 
+// numberMasks classifies the bytes of a block that numbers hold besides
+// digits (RFC 8259 section 6), for the blocks that have such numbers.
+type numberMasks struct {
+	minus, plus, dot uint64
+	exp              uint64 // e or E
+}
+
+// classifyNumberBytes is the byte-by-byte definition of numberMasks.
+func classifyNumberBytes(b *[64]byte, m *numberMasks) {
+	*m = numberMasks{}
+	for i, c := range b {
+		bit := uint64(1) << i
+		switch c {
+		case '-':
+			m.minus |= bit
+		case '+':
+			m.plus |= bit
+		case '.':
+			m.dot |= bit
+		case 'e', 'E':
+			m.exp |= bit
+		}
+	}
+}
+
+// classifyNumbersSWAR is classifyNumbers in portable Go.
+func classifyNumbersSWAR(b *[64]byte, m *numberMasks) {
+	var minus, plus, dot, exp uint64
+	for w := 0; w < 64; w += 8 {
+		x := binary.LittleEndian.Uint64(b[w:])
+		minus |= gather(byteIs(x, '-')) << w
+		plus |= gather(byteIs(x, '+')) << w
+		dot |= gather(byteIs(x, '.')) << w
+		exp |= gather(byteIs(x|0x20*ones, 'e')) << w
+	}
+	*m = numberMasks{minus, plus, dot, exp}
+}
+
 // prefixXor sets bit i to the parity of the bits 0 to i of x: 1 inside a
 // string, from its opening quote up to its closing one (excluded).
 func prefixXor(x uint64) uint64 {
@@ -210,44 +248,88 @@ func (s *scan) skipBlocks(i, n int, object bool, limit int) int {
 		comma := m.comma & out
 		scal := out &^ (m.space | m.open | m.close | m.colon | m.comma | m.quote)
 
-		// Brackets, one by one: their nesting, and for each comma whether it
-		// separates members or elements.
+		// Brackets: their nesting, and for each comma whether it separates
+		// members or elements.
 		kinds := uint64(0) // where the innermost container's kind changes
 		if object {
 			kinds = 1
 		}
 		rng := ^uint64(0) // the bytes up to the container's end
 		last := uint64(0) // its closing bracket
-		for br := open | close; br != 0; br &= br - 1 {
+		br := open | close
+		for br&-br&close != 0 { // closes of containers opened in earlier blocks
 			bit := br & -br
-			curly := m.curly&bit != 0
-			if open&bit != 0 {
-				if n == limit {
-					return -1
-				}
-				if curly {
-					s.stack[n>>6] |= 1 << (n & 63)
-				} else {
-					s.stack[n>>6] &^= 1 << (n & 63)
-				}
-				n++
-			} else {
-				if curly != object {
-					return -1 // } closing an array or ] an object
-				}
-				if n--; n == 0 {
-					last = bit
-					rng = bit<<1 - 1
-					break
-				}
-				curly = s.stack[(n-1)>>6]>>((n-1)&63)&1 == 1
+			br ^= bit
+			if m.curly&bit != 0 != object {
+				return -1 // } closing an array or ] an object
 			}
-			if curly != object {
+			if n--; n == 0 {
+				last, rng, br = bit, bit<<1-1, 0
+				break
+			}
+			if o := s.stack[(n-1)>>6]>>((n-1)&63)&1 == 1; o != object {
 				kinds ^= bit
-				object = curly
+				object = o
 			}
 		}
 		inObject := prefixXor(kinds)
+		if br != 0 && n > 0 {
+			// The common case, all at once: each open is closed by the next
+			// bracket but the last one, which may stay open (p is 1 from an
+			// open to its close), and none closes the container (n > 0); a sum
+			// carries each { through its run to the close that must be a }.
+			p := prefixXor(br)
+			sum := p + br&open&m.curly
+			if br&(open&^p|close&p) == 0 && sum&^p == br&close&m.curly {
+				if n == limit {
+					return -1
+				}
+				inObject = inObject&^p | p&^sum
+				if p>>63 != 0 {
+					bit := uint64(1) << (63 - bits.LeadingZeros64(br))
+					object = m.curly&bit != 0
+					if object {
+						s.stack[n>>6] |= 1 << (n & 63)
+					} else {
+						s.stack[n>>6] &^= 1 << (n & 63)
+					}
+					n++
+				}
+				br = 0
+			}
+		}
+		if br != 0 { // the others one by one
+			for ; br != 0; br &= br - 1 {
+				bit := br & -br
+				curly := m.curly&bit != 0
+				if open&bit != 0 {
+					if n == limit {
+						return -1
+					}
+					if curly {
+						s.stack[n>>6] |= 1 << (n & 63)
+					} else {
+						s.stack[n>>6] &^= 1 << (n & 63)
+					}
+					n++
+				} else {
+					if curly != object {
+						return -1
+					}
+					if n--; n == 0 {
+						last = bit
+						rng = bit<<1 - 1
+						break
+					}
+					curly = s.stack[(n-1)>>6]>>((n-1)&63)&1 == 1
+				}
+				if curly != object {
+					kinds ^= bit
+					object = curly
+				}
+			}
+			inObject = prefixXor(kinds)
+		}
 
 		// Bytes no string holds: control characters but white space
 		// outside strings; backslashes outside strings.
@@ -262,25 +344,20 @@ func (s *scan) skipBlocks(i, n int, object bool, limit int) int {
 			}
 		}
 
-		// Numbers and literals (RFC 8259 sections 3 and 6): a run of digits
-		// is a number unless it starts with 0 and goes on; other runs, and
-		// runs that go on into the next block, are read by skipNumber.
+		// Numbers and literals (RFC 8259 sections 3 and 6), each a run of
+		// scalar bytes: a block of plain integers at once (none starts with
+		// 0 and goes on), the others by blockScalars.
 		starts := scal &^ (scal<<1 | scalar) & rng
 		if starts != 0 {
-			slow := starts
 			if scal&^m.digit == 0 {
 				if starts&m.zero&(scal>>1) != 0 {
 					return -1
 				}
-				slow = 0
-				if scal&rng>>63 != 0 {
-					slow = 1 << (63 - bits.LeadingZeros64(starts))
+				if scal&rng>>63 != 0 && !scalarEnds(doc, base+63-bits.LeadingZeros64(starts)) {
+					return -1 // the last run goes on in the next block
 				}
-			}
-			for ; slow != 0; slow &= slow - 1 {
-				if !scalarEnds(doc, base+bits.TrailingZeros64(slow)) {
-					return -1
-				}
+			} else if !blockScalars(doc, base, b, scal, scalar, starts, rng, &m) {
+				return -1
 			}
 		}
 		valueStart := opening | open | starts
@@ -331,4 +408,92 @@ func (s *scan) skipBlocks(i, n int, object bool, limit int) int {
 		}
 	}
 	return -1
+}
+
+// blockScalars checks the runs of scalar bytes that start in a block
+// (starts) and end before rng does: a run that goes on into the next block
+// and literals one by one, numbers all at once (validNumbers). scalar is 1
+// when a run comes from the block before (checked there).
+func blockScalars(doc []byte, base int, b *[64]byte, scal, scalar, starts, rng uint64, m *blockMasks) bool {
+	runs := scal &^ (scal &^ (scal + 1) & -scalar) & rng
+	var last uint64
+	if scal&rng>>63 != 0 { // the last run goes on in the next block
+		p := 63 - bits.LeadingZeros64(starts)
+		if !scalarEnds(doc, base+p) {
+			return false
+		}
+		last = 1 << p
+		runs &= last - 1
+	}
+	numbers := starts & m.digit &^ last
+	lits := starts &^ m.digit &^ last
+	var nm numberMasks
+	if lits != 0 { // a minus starts a number, anything else a literal
+		classifyBlockNumbers(b, &nm)
+		numbers |= lits & nm.minus
+		lits &^= nm.minus
+	}
+	for ; lits != 0; lits &= lits - 1 {
+		p := bits.TrailingZeros64(lits)
+		j := base + p
+		var ok bool
+		switch l := bits.TrailingZeros64(^scal >> p); doc[j] {
+		case 't':
+			ok = l == 4 && string(doc[j:j+4]) == "true"
+		case 'n':
+			ok = l == 4 && string(doc[j:j+4]) == "null"
+		case 'f':
+			ok = l == 5 && string(doc[j:j+5]) == "false"
+		}
+		if !ok {
+			return false
+		}
+	}
+	numberRuns := runs &^ (runs + numbers)
+	if numberRuns&^m.digit == 0 {
+		return numbers&m.zero&(scal>>1) == 0
+	}
+	if starts&^m.digit&^last == 0 {
+		classifyBlockNumbers(b, &nm)
+	}
+	return validNumbers(numbers, numberRuns, m, &nm)
+}
+
+// validNumbers reports whether the runs of scalar bytes within a block
+// that start at starts (a digit or a minus) and hold the bytes in runs are
+// numbers (RFC 8259 section 6): [-] int [frac] [exp]. From each start a sum
+// carries through the integer's digits to the byte after them, which must
+// end the run or start a fraction or an exponent; from a fraction's dot
+// the same through its digits, and from an exponent's e through its sign
+// and digits.
+func validNumbers(starts, runs uint64, m *blockMasks, nm *numberMasks) bool {
+	digit := m.digit
+	minus := nm.minus & starts
+	if (minus<<1)&^digit != 0 {
+		return false // a minus not followed by a digit
+	}
+	if m.zero&(starts&^minus|minus<<1)<<1&digit != 0 {
+		return false // an integer part of more than one digit starting with 0
+	}
+	g := digit | minus
+	after := (g + starts) &^ g // after [-] int
+	if after&runs&^(nm.dot|nm.exp) != 0 {
+		return false
+	}
+	dot := nm.dot & after
+	if (dot<<1)&^digit != 0 {
+		return false // a dot not followed by a digit
+	}
+	g = digit | dot
+	afterFrac := (g + dot) &^ g
+	if afterFrac&runs&^nm.exp != 0 {
+		return false
+	}
+	exp := nm.exp & runs & (after | afterFrac)
+	sign := (nm.minus | nm.plus) & (exp << 1)
+	if (exp<<1&^sign|sign<<1)&^digit != 0 {
+		return false // an exponent without digits
+	}
+	g = digit | sign | exp
+	return (g+exp)&^g&runs == 0
 }

@@ -113,3 +113,34 @@ TEXT ·cpuAVX2(SB), NOSPLIT, $0-1
 	MOVB  BX, ret+0(FP)
 done:
 	RET
+
+DATA numberBytes<>+0(SB)/4, $0x652E2B2D // - + . e
+GLOBL numberBytes<>(SB), RODATA|NOPTR, $4
+
+// func classifyNumbersAVX2(b *[64]byte, m *numberMasks)
+TEXT ·classifyNumbersAVX2(SB), NOSPLIT, $0-16
+	MOVQ b+0(FP), SI
+	MOVQ m+8(FP), DI
+	VPBROADCASTB numberBytes<>+0(SB), Y6  // -
+	VPBROADCASTB numberBytes<>+1(SB), Y7  // +
+	VPBROADCASTB numberBytes<>+2(SB), Y8  // .
+	VPBROADCASTB numberBytes<>+3(SB), Y9  // e
+	VPBROADCASTB classBytes<>+16(SB), Y10 // 0x20
+	VMOVDQU (SI), Y0
+	VMOVDQU 32(SI), Y1
+	VPCMPEQB Y0, Y6, Y2 // minus
+	VPCMPEQB Y1, Y6, Y3
+	MASK(0)
+	VPCMPEQB Y0, Y7, Y2 // plus
+	VPCMPEQB Y1, Y7, Y3
+	MASK(8)
+	VPCMPEQB Y0, Y8, Y2 // dot
+	VPCMPEQB Y1, Y8, Y3
+	MASK(16)
+	VPOR     Y0, Y10, Y4 // exp: x|0x20 == e
+	VPOR     Y1, Y10, Y5
+	VPCMPEQB Y4, Y9, Y2
+	VPCMPEQB Y5, Y9, Y3
+	MASK(24)
+	VZEROUPPER
+	RET

@@ -42,6 +42,13 @@ func TestClassifyBlock(t *testing.T) {
 		if got != want {
 			t.Fatalf("classifyBlock(%q)\n= %+v\nwant %+v", b, got, want)
 		}
+		var wantN, swarN, gotN numberMasks
+		classifyNumberBytes(&b, &wantN)
+		classifyNumbersSWAR(&b, &swarN)
+		classifyBlockNumbers(&b, &gotN)
+		if swarN != wantN || gotN != wantN {
+			t.Fatalf("classifyNumbersSWAR(%q) = %+v\nclassifyBlockNumbers %+v\nwant %+v", b, swarN, gotN, wantN)
+		}
 	}
 }
 
@@ -96,6 +103,17 @@ func blockSeeds() []blockSeed {
 		add(`[[`+p+`12]]`, "/0/0")
 		add(`[`+p+`[12`, "/0")
 	}
+	scalars := []string{"-0", "-0.0e-0", "1E+2", "2.5E-7", "123.456e789", "0.5", "10", "0",
+		"1e", "1.e2", ".5", "-", "--1", "1-", "1e+-2", "0x1", "00", "-01", "1.2.3", "1e2e3",
+		"1e2.3", "+1", "1+", "1.5e", "1e+", "-a", "1x", "e5", "true", "tru", "truee", "nul",
+		"null", "falsy", "false", "t", "nan"}
+	for pad := 40; pad < 70; pad++ {
+		p := strings.Repeat(" ", pad)
+		for _, sc := range scalars {
+			add(`{"a":[`+p+sc+`,1.5,-2,true],"v":1}`, "/v")
+			add(`{"a":[`+p+`1.5,`+sc+`],"v":1}`, "/v")
+		}
+	}
 	deep := func(n int, inner string) string { return strings.Repeat("[", n) + inner + strings.Repeat("]", n) }
 	add(`{"a":`+deep(9998, "7")+`,"v":1}`, "/v")
 	add(`{"a":`+deep(9999, "7")+`,"v":1}`, "/v")
@@ -136,5 +154,45 @@ func TestLookupByBlocks(t *testing.T) {
 	for n := len(doc) - 80; n <= len(doc); n++ {
 		agreeByBlocks(t, doc[:n], Pointer{"version"})
 		agreeByBlocks(t, append(bytes.Clone(doc[:n]), '7'), Pointer{"items", "0", "n"})
+	}
+}
+
+// BenchmarkLookupShapes: documents of other shapes than benchDoc, the
+// version field last.
+func BenchmarkLookupShapes(b *testing.B) {
+	repeat := func(elem string) []byte {
+		var s strings.Builder
+		s.WriteString(`{"items":[`)
+		for i := 0; s.Len() < 64<<10; i++ {
+			if i > 0 {
+				s.WriteByte(',')
+			}
+			s.WriteString(elem)
+		}
+		s.WriteString(`],"version":42}`)
+		return []byte(s.String())
+	}
+	shapes := []struct {
+		name string
+		doc  []byte
+	}{
+		{"numbers", repeat(`12345`)},
+		{"floats", repeat(`-1.25e3`)},
+		{"strings", repeat(`"a longer string value, with words"`)},
+		{"escapes", repeat(`"line\nbreak \"quoted\" \u00e9"`)},
+		{"literals", repeat(`true,null`)},
+		{"nested", repeat(`{"a":[1,{"b":[2,3]}],"c":{"d":{}}}`)},
+		{"indented", repeat("{\n    \"name\": \"item\",\n    \"n\": 12345\n  }")},
+	}
+	for _, sh := range shapes {
+		b.Run(sh.name, func(b *testing.B) {
+			b.SetBytes(int64(len(sh.doc)))
+			var buf [64]byte
+			for b.Loop() {
+				if v, err := AppendLookup(buf[:0], sh.doc, Pointer{"version"}); err != nil || string(v) != "42" {
+					b.Fatal(string(v), err)
+				}
+			}
+		})
 	}
 }
