@@ -196,3 +196,69 @@ func BenchmarkLookupShapes(b *testing.B) {
 		})
 	}
 }
+
+// randomJSON writes a random JSON value of about n bytes to b: nested
+// containers, white space, strings with escapes, numbers of every form.
+func randomJSON(r *rand.Rand, b *strings.Builder, n, depth int) {
+	space := func() {
+		for r.IntN(4) == 0 {
+			b.WriteByte(" \t\n\r"[r.IntN(4)])
+		}
+	}
+	scalars := []string{`0`, `-0`, `12`, `-3.25`, `1e5`, `2.5E-07`, `-0.0e+1`, `123456789`,
+		`true`, `false`, `null`, `""`, `"a"`, `"\\"`, `"\""`, `"\\\""`, `"\u00e9x"`, `"\ud83d\ude00"`,
+		`"\/\b\f\n\r\t"`, "\"\xff\xfe\"", `"long string, with {brackets} and [more] : and ,"`}
+	if depth > 8 || n < 8 || r.IntN(4) == 0 {
+		b.WriteString(scalars[r.IntN(len(scalars))])
+		return
+	}
+	object := r.IntN(2) == 0
+	if object {
+		b.WriteByte('{')
+	} else {
+		b.WriteByte('[')
+	}
+	k := r.IntN(6)
+	for i := 0; i < k; i++ {
+		if i > 0 {
+			space()
+			b.WriteByte(',')
+		}
+		space()
+		if object {
+			b.WriteString([]string{`"k"`, `"v"`, `"\u006b"`, `""`, `"a\"b"`}[r.IntN(5)])
+			space()
+			b.WriteByte(':')
+			space()
+		}
+		randomJSON(r, b, n/k, depth+1)
+		space()
+	}
+	if object {
+		b.WriteByte('}')
+	} else {
+		b.WriteByte(']')
+	}
+}
+
+// TestLookupByBlocksRandom: random documents of a few blocks and mutations
+// of them, read by blocks and token by token, agree with the reference.
+func TestLookupByBlocksRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	const jsonBytes = "\"\\{}[]:, \t\n0123456789-+.eEtrufalsn\x01\xff"
+	for range 3000 {
+		var b strings.Builder
+		b.WriteString(`{"a":`)
+		randomJSON(r, &b, 64+r.IntN(2000), 0)
+		b.WriteString(`,"v":1}`)
+		doc := []byte(b.String())
+		for k := range 4 {
+			m := bytes.Clone(doc)
+			for range k {
+				m[r.IntN(len(m))] = jsonBytes[r.IntN(len(jsonBytes))]
+			}
+			agree(t, m, Pointer{"v"})
+			agreeByBlocks(t, m, Pointer{"v"})
+		}
+	}
+}
