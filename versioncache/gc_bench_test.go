@@ -13,7 +13,7 @@ import (
 // get-churn leaves it): the marking every GC cycle of Caddy then pays, in
 // proportion to the pointers the table holds (about 6 per key: the key
 // index's slot, ristretto's, the entry's key and state, the state's
-// version). BENCHMARKS.md, "A full table".
+// version). BENCHMARKS.md: "B and C carry a full table".
 func BenchmarkGCFullTable(b *testing.B) {
 	m, err := NewMemory(MemoryConfig{MaxBytes: 64 << 20})
 	if err != nil {
