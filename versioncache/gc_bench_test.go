@@ -1,11 +1,8 @@
 package versioncache
 
 import (
-	"context"
-	"fmt"
 	"runtime"
 	"testing"
-	"time"
 )
 
 // BenchmarkGCFullTable is one collection of a process whose version table
@@ -20,15 +17,7 @@ func BenchmarkGCFullTable(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Close()
-	ctx := context.Background()
-	for i := range 400_000 {
-		key := fmt.Sprintf("127.0.0.1/docs/%d", 50_000_000+i)
-		m.Observe(ctx, key, m.ReadStart(key), fmt.Sprintf(`"%d-1"`, 50_000_000+i), false)
-		if i%1000 == 0 {
-			time.Sleep(time.Millisecond)
-		}
-	}
-	m.cache.Wait()
+	learnReads(m, 400_000)
 	runtime.GC()
 	for b.Loop() {
 		runtime.GC()

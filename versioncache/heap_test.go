@@ -28,15 +28,7 @@ func TestHeapPerEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	ctx := context.Background()
-	for i := range 300_000 {
-		key := fmt.Sprintf("127.0.0.1/docs/%d", 50_000_000+i)
-		m.Observe(ctx, key, m.ReadStart(key), fmt.Sprintf(`"%d-1"`, 50_000_000+i), false)
-		if i%1000 == 0 {
-			time.Sleep(time.Millisecond) // let ristretto drain its buffers, as between requests
-		}
-	}
-	m.cache.Wait()
+	learnReads(m, 300_000)
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	live := int64(after.HeapAlloc) - int64(before.HeapAlloc)
@@ -50,6 +42,20 @@ func TestHeapPerEntry(t *testing.T) {
 		t.Errorf("live heap %d bytes is over cache_size %d (+10%%): the cost model undercounts", live, maxBytes)
 	}
 	runtime.KeepAlive(m)
+}
+
+// learnReads makes m learn n distinct keys, each from one read, as a
+// scanner's or a crawler's GETs would, and waits for ristretto to apply them.
+func learnReads(m *Memory, n int) {
+	ctx := context.Background()
+	for i := range n {
+		key := fmt.Sprintf("127.0.0.1/docs/%d", 50_000_000+i)
+		m.Observe(ctx, key, m.ReadStart(key), fmt.Sprintf(`"%d-1"`, 50_000_000+i), false)
+		if i%1000 == 0 {
+			time.Sleep(time.Millisecond) // let ristretto drain its buffers, as between requests
+		}
+	}
+	m.cache.Wait()
 }
 
 // TestHeapLongKeys: writes to 2,000 distinct 100 KiB keys keep the store's
