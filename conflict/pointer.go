@@ -268,6 +268,14 @@ func (s *scan) skip(i, d int) int {
 		return s.skipContainer(i, d)
 	case '"':
 		return skipString(doc, i)
+	}
+	return skipScalar(doc, i)
+}
+
+// skipScalar skips the literal or number at doc[i] (RFC 8259 sections 3
+// and 6); -1 if there is none.
+func skipScalar(doc []byte, i int) int {
+	switch doc[i] {
 	case 't':
 		return skipLiteral(doc, i, "true")
 	case 'f':
@@ -471,24 +479,32 @@ func skipString(doc []byte, i int) int {
 		case '"':
 			return i + 1
 		case '\\':
-			if i+1 >= len(doc) {
+			n := escapeLen(doc, i+1)
+			if n == 0 {
 				return -1
 			}
-			switch doc[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if i+6 > len(doc) || !isHex(doc[i+2]) || !isHex(doc[i+3]) || !isHex(doc[i+4]) || !isHex(doc[i+5]) {
-					return -1
-				}
-				i += 6
-			default:
-				return -1
-			}
+			i += 1 + n
 		default:
 			return -1 // a control character
 		}
 	}
+}
+
+// escapeLen is the length of the escape at doc[i], after its backslash
+// (RFC 8259 section 7): 1, 5 for \uXXXX, 0 if there is none.
+func escapeLen(doc []byte, i int) int {
+	if i >= len(doc) {
+		return 0
+	}
+	switch doc[i] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return 1
+	case 'u':
+		if i+5 <= len(doc) && isHex(doc[i+1]) && isHex(doc[i+2]) && isHex(doc[i+3]) && isHex(doc[i+4]) {
+			return 5
+		}
+	}
+	return 0
 }
 
 func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }

@@ -169,33 +169,8 @@ func scalarByte(c byte) bool {
 // scalarEnds reports whether the scalar at doc[i] is a literal or a number
 // (RFC 8259 sections 3 and 6) that the run of scalar bytes holds entirely.
 func scalarEnds(doc []byte, i int) bool {
-	var j int
-	switch doc[i] {
-	case 't':
-		j = skipLiteral(doc, i, "true")
-	case 'f':
-		j = skipLiteral(doc, i, "false")
-	case 'n':
-		j = skipLiteral(doc, i, "null")
-	default:
-		j = skipNumber(doc, i)
-	}
+	j := skipScalar(doc, i)
 	return j >= 0 && (j == len(doc) || !scalarByte(doc[j]))
-}
-
-// escapeAt reports whether doc[i] (after a backslash) starts a valid
-// escape (RFC 8259 section 7).
-func escapeAt(doc []byte, i int) bool {
-	if i >= len(doc) {
-		return false
-	}
-	switch doc[i] {
-	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-		return true
-	case 'u':
-		return i+5 <= len(doc) && isHex(doc[i+1]) && isHex(doc[i+2]) && isHex(doc[i+3]) && isHex(doc[i+4])
-	}
-	return false
 }
 
 // skipBlocks goes on where skipContainer was, at the value at doc[i]
@@ -338,7 +313,7 @@ func (s *scan) skipBlocks(i, n int, object bool, limit int) int {
 		}
 		if esc != 0 || m.backslash != 0 {
 			for e := m.backslash &^ esc & rng; e != 0; e &= e - 1 {
-				if !escapeAt(doc, base+bits.TrailingZeros64(e)+1) {
+				if escapeLen(doc, base+bits.TrailingZeros64(e)+1) == 0 {
 					return -1
 				}
 			}
