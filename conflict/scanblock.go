@@ -25,32 +25,6 @@ type blockMasks struct {
 	zero, digit      uint64 // 0, and 0 to 9
 }
 
-// classifyBytes is the byte-by-byte definition of blockMasks, which
-// classifyBlock computes faster.
-func classifyBytes(b *[64]byte, m *blockMasks) {
-	*m = blockMasks{}
-	for i, c := range b {
-		bit := uint64(1) << i
-		set := func(mask *uint64, ok bool) {
-			if ok {
-				*mask |= bit
-			}
-		}
-		ws := c == ' ' || c == '\t' || c == '\n' || c == '\r'
-		set(&m.quote, c == '"')
-		set(&m.backslash, c == '\\')
-		set(&m.ctrl, c < 0x20)
-		set(&m.space, ws)
-		set(&m.open, c == '{' || c == '[')
-		set(&m.close, c == '}' || c == ']')
-		set(&m.curly, c&0x20 != 0)
-		set(&m.colon, c == ':')
-		set(&m.comma, c == ',')
-		set(&m.zero, c == '0')
-		set(&m.digit, '0' <= c && c <= '9')
-	}
-}
-
 const lows = 0x7f7f7f7f7f7f7f7f
 
 // byteIs marks with its high bit each byte of x equal to c (SWAR, exact:
@@ -90,24 +64,6 @@ func classifyBlockSWAR(b *[64]byte, m *blockMasks) {
 type numberMasks struct {
 	minus, plus, dot uint64
 	exp              uint64 // e or E
-}
-
-// classifyNumberBytes is the byte-by-byte definition of numberMasks.
-func classifyNumberBytes(b *[64]byte, m *numberMasks) {
-	*m = numberMasks{}
-	for i, c := range b {
-		bit := uint64(1) << i
-		switch c {
-		case '-':
-			m.minus |= bit
-		case '+':
-			m.plus |= bit
-		case '.':
-			m.dot |= bit
-		case 'e', 'E':
-			m.exp |= bit
-		}
-	}
 }
 
 // classifyNumbersSWAR is classifyNumbers in portable Go.

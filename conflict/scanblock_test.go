@@ -262,3 +262,47 @@ func TestLookupByBlocksRandom(t *testing.T) {
 		}
 	}
 }
+
+// classifyBytes is the byte-by-byte definition of blockMasks, which
+// classifyBlock computes faster.
+func classifyBytes(b *[64]byte, m *blockMasks) {
+	*m = blockMasks{}
+	for i, c := range b {
+		bit := uint64(1) << i
+		set := func(mask *uint64, ok bool) {
+			if ok {
+				*mask |= bit
+			}
+		}
+		ws := c == ' ' || c == '\t' || c == '\n' || c == '\r'
+		set(&m.quote, c == '"')
+		set(&m.backslash, c == '\\')
+		set(&m.ctrl, c < 0x20)
+		set(&m.space, ws)
+		set(&m.open, c == '{' || c == '[')
+		set(&m.close, c == '}' || c == ']')
+		set(&m.curly, c&0x20 != 0)
+		set(&m.colon, c == ':')
+		set(&m.comma, c == ',')
+		set(&m.zero, c == '0')
+		set(&m.digit, '0' <= c && c <= '9')
+	}
+}
+
+// classifyNumberBytes is the byte-by-byte definition of numberMasks.
+func classifyNumberBytes(b *[64]byte, m *numberMasks) {
+	*m = numberMasks{}
+	for i, c := range b {
+		bit := uint64(1) << i
+		switch c {
+		case '-':
+			m.minus |= bit
+		case '+':
+			m.plus |= bit
+		case '.':
+			m.dot |= bit
+		case 'e', 'E':
+			m.exp |= bit
+		}
+	}
+}
