@@ -89,22 +89,28 @@ func (r *Redis) Claim(ctx context.Context, key string, timeout time.Duration) (L
 		hint := max(time.Duration(rep.leaseEnd)*time.Microsecond, time.Duration(ripe))
 		wait := min(backoff, hint+time.Millisecond, left)
 		backoff = min(backoff*2, maxClaimPoll)
-		t := time.NewTimer(wait)
-		select {
-		case <-wake:
-		case <-t.C:
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-r.closing:
-			err = ErrClosed
-		}
-		t.Stop()
-		if err != nil {
+		if err = r.pause(ctx, wait, wake); err != nil {
 			r.unwait(key, wake)
 			r.gates.release(key, g)
 			return nil, Snapshot{}, err
 		}
 	}
+}
+
+// pause waits for d, or for wake (nil: no wake-up), or until ctx ends
+// (its error) or the store closes (ErrClosed).
+func (r *Redis) pause(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-wake:
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.closing:
+		return ErrClosed
+	}
+	return nil
 }
 
 // provisional waits out a claim granted within a lease of a loss
@@ -113,16 +119,7 @@ func (r *Redis) Claim(ctx context.Context, key string, timeout time.Duration) (L
 // the claim is still this one's; if not, or on error, the claim is given
 // up (the gate stays held).
 func (r *Redis) provisional(ctx context.Context, ls *redisLease, wait time.Duration) (bool, error) {
-	t := time.NewTimer(wait)
-	var err error
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-r.closing:
-		err = ErrClosed
-	}
-	t.Stop()
+	err := r.pause(ctx, wait, nil)
 	if err == nil {
 		sent := r.now()
 		var rep reply
