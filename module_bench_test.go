@@ -131,7 +131,7 @@ func BenchmarkServePUT(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				put.Header.Set("If-Match", w.header.Get("ETag"))
-				serveWrite(b, h, w, put, upstream)
+				benchWrite(b, h, w, put, upstream)
 			}
 		})
 	}
@@ -178,13 +178,13 @@ func BenchmarkServePUTKeys(b *testing.B) {
 		put.Header.Set("If-Match", `"`+strconv.Itoa(id)+"-"+strconv.Itoa(versions[id])+`"`)
 		put.Body = io.NopCloser(bytes.NewReader(body))
 		put.ContentLength = int64(len(body))
-		serveWrite(b, h, w, put, upstream)
+		benchWrite(b, h, w, put, upstream)
 	}
 }
 
-// serveWrite sends put through h with a fresh replacer, as Caddy's server
+// benchWrite sends put through h with a fresh replacer, as Caddy's server
 // gives each request, and expects the upstream's 204.
-func serveWrite(b *testing.B, h *Handler, w *discardWriter, put *http.Request, upstream caddyhttp.Handler) {
+func benchWrite(b *testing.B, h *Handler, w *discardWriter, put *http.Request, upstream caddyhttp.Handler) {
 	clear(w.header)
 	w.status = 0
 	r := put.WithContext(context.WithValue(put.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
